@@ -1,0 +1,73 @@
+"""Outgoing messages: queue once, render, send through Django's email backend."""
+
+import smtplib
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives
+from django.db import IntegrityError, transaction
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from .models import Notification, NotificationStatus
+
+
+class PermanentDeliveryError(Exception):
+    """The message can never be delivered (address refused)."""
+
+
+class TransientDeliveryError(Exception):
+    """The mail server could not take the message now; try again later."""
+
+
+def notification_queue(*, template, recipient, context, idempotency_key, order=None) -> Notification:
+    """Create the notification once; the same key returns the existing one."""
+    try:
+        with transaction.atomic():
+            notification, _ = Notification.objects.get_or_create(
+                idempotency_key=idempotency_key,
+                defaults={"template": template, "recipient": recipient, "context": context, "order": order},
+            )
+    except IntegrityError:
+        notification = Notification.objects.get(idempotency_key=idempotency_key)
+    return notification
+
+
+def _render(notification):
+    context = {**notification.context, "recipient": notification.recipient}
+    base = f"notifications/{notification.template}"
+    subject = render_to_string(f"{base}_subject.txt", context).strip()
+    text = render_to_string(f"{base}.txt", context)
+    html = render_to_string(f"{base}.html", context)
+    return subject, text, html
+
+
+def notification_send(*, notification_id) -> Notification:
+    """Send a queued notification at most once.
+
+    The row is locked while sending, so two workers never send it twice; a
+    sent one is left alone. Raises ``TransientDeliveryError`` (retry later) or
+    ``PermanentDeliveryError`` (the notification is ``failed``).
+    """
+    with transaction.atomic():
+        notification = Notification.objects.select_for_update().get(pk=notification_id)
+        if notification.status != NotificationStatus.QUEUED:
+            return notification
+        notification.attempts += 1
+        subject, text, html = _render(notification)
+        message = EmailMultiAlternatives(subject, text, settings.DEFAULT_FROM_EMAIL, [notification.recipient])
+        message.attach_alternative(html, "text/html")
+        try:
+            message.send()
+        except smtplib.SMTPRecipientsRefused as exc:
+            notification.mark_failed(f"recipient refused: {exc}")
+            notification.save(update_fields=["status", "attempts", "last_error", "updated_at"])
+            failed = PermanentDeliveryError(str(exc))
+        except (smtplib.SMTPException, OSError) as exc:
+            notification.last_error = f"{type(exc).__name__}: {exc}"
+            notification.save(update_fields=["attempts", "last_error", "updated_at"])
+            failed = TransientDeliveryError(notification.last_error)
+        else:
+            notification.mark_sent(timezone.now())
+            notification.save(update_fields=["status", "attempts", "sent_at", "last_error", "updated_at"])
+            return notification
+    raise failed

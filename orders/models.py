@@ -1,0 +1,165 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django_fsm import RETURN_VALUE, FSMField, FSMModelMixin, transition
+
+
+class OrderStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RESERVED = "reserved", "Stock reserved"
+    PAID = "paid", "Paid"
+    SHIPMENT_CREATED = "shipment_created", "Shipment created"
+    CONFIRMED = "confirmed", "Confirmed"
+    SHIPPED = "shipped", "Shipped"
+    DELIVERED = "delivered", "Delivered"
+    COMPENSATING = "compensating", "Cancelling"
+    CANCELLED = "cancelled", "Cancelled"
+    NEEDS_ATTENTION = "needs_attention", "Needs attention"
+
+
+# States in which the fulfilment saga is still moving forward.
+IN_PROGRESS = [OrderStatus.PENDING, OrderStatus.RESERVED, OrderStatus.PAID, OrderStatus.SHIPMENT_CREATED]
+# States from which the order can still be cancelled (goods not shipped yet).
+CANCELLABLE = [*IN_PROGRESS, OrderStatus.CONFIRMED]
+
+
+class Order(FSMModelMixin, models.Model):
+    """An order placed by a storefront for one customer.
+
+    ``status`` is a protected state machine: it changes only through the
+    transition methods below, called by ``orders.services`` and the saga.
+    """
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    customer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="orders")
+    status = FSMField(max_length=20, choices=OrderStatus.choices, default=OrderStatus.PENDING, protected=True)
+    currency = models.CharField(max_length=3)
+    total = models.DecimalField(max_digits=12, decimal_places=2)
+    idempotency_key = models.CharField(max_length=255, blank=True, default="")
+    request_fingerprint = models.CharField(max_length=64, blank=True, default="")
+    payment_token = models.CharField(max_length=64)
+
+    shipping_name = models.CharField(max_length=200)
+    shipping_line1 = models.CharField(max_length=200)
+    shipping_line2 = models.CharField(max_length=200, blank=True, default="")
+    shipping_city = models.CharField(max_length=100)
+    shipping_region = models.CharField(max_length=100, blank=True, default="")
+    shipping_postal_code = models.CharField(max_length=20)
+    shipping_country = models.CharField(max_length=2)
+
+    cancel_reason = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "-created_at"], name="order_status_created_idx"),
+            models.Index(fields=["customer", "-created_at"], name="order_customer_created_idx"),
+            models.Index(fields=["-created_at"], name="order_created_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(total__gte=0), name="order_total_non_negative"),
+            models.UniqueConstraint(
+                fields=["customer", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="order_idempotency_key_unique_per_customer",
+            ),
+        ]
+        permissions = [
+            ("ship_order", "Can mark an order shipped"),
+            ("deliver_order", "Can mark an order delivered"),
+            ("cancel_order", "Can cancel an order on a customer's behalf"),
+        ]
+
+    def __str__(self):
+        return f"Order {self.public_id}"
+
+    @property
+    def shipping_address(self):
+        return {
+            "name": self.shipping_name,
+            "line1": self.shipping_line1,
+            "line2": self.shipping_line2,
+            "city": self.shipping_city,
+            "region": self.shipping_region,
+            "postal_code": self.shipping_postal_code,
+            "country": self.shipping_country,
+        }
+
+    # --- the fulfilment saga moves the order forward ---------------------------
+    @transition(field=status, source=OrderStatus.PENDING, target=OrderStatus.RESERVED)
+    def mark_reserved(self):
+        pass
+
+    @transition(field=status, source=OrderStatus.RESERVED, target=OrderStatus.PAID)
+    def mark_paid(self):
+        pass
+
+    @transition(field=status, source=OrderStatus.PAID, target=OrderStatus.SHIPMENT_CREATED)
+    def mark_shipment_created(self):
+        pass
+
+    @transition(field=status, source=OrderStatus.SHIPMENT_CREATED, target=OrderStatus.CONFIRMED)
+    def confirm(self):
+        pass
+
+    # --- staff move it after the saga -------------------------------------------
+    @transition(field=status, source=OrderStatus.CONFIRMED, target=OrderStatus.SHIPPED, permission="orders.ship_order")
+    def ship(self):
+        pass
+
+    @transition(
+        field=status, source=OrderStatus.SHIPPED, target=OrderStatus.DELIVERED, permission="orders.deliver_order"
+    )
+    def deliver(self):
+        pass
+
+    # --- the failure path -------------------------------------------------------
+    @transition(
+        field=status,
+        source=[*CANCELLABLE, OrderStatus.NEEDS_ATTENTION],
+        target=OrderStatus.COMPENSATING,
+        permission="orders.cancel_order",
+    )
+    def start_compensation(self, reason=""):
+        if reason:
+            self.cancel_reason = reason[:255]
+
+    @transition(field=status, source=OrderStatus.COMPENSATING, target=OrderStatus.CANCELLED)
+    def cancel(self):
+        pass
+
+    @transition(field=status, source=[*CANCELLABLE, OrderStatus.COMPENSATING], target=OrderStatus.NEEDS_ATTENTION)
+    def flag_for_attention(self):
+        """A compensation failed for good, or a step kept crashing: an operator must act."""
+
+    @transition(field=status, source=OrderStatus.NEEDS_ATTENTION, target=RETURN_VALUE(*IN_PROGRESS))
+    def resume(self, state):
+        """An operator retries the saga: back to the state of its last completed step."""
+        return state
+
+
+class OrderLine(models.Model):
+    """One product on an order; sku, name and unit price are copied at order time."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="lines")
+    product = models.ForeignKey("catalog.Product", on_delete=models.PROTECT, related_name="order_lines")
+    sku = models.CharField(max_length=64)
+    name = models.CharField(max_length=200)
+    unit_price = models.DecimalField(max_digits=12, decimal_places=2)
+    quantity = models.PositiveIntegerField()
+    line_total = models.DecimalField(max_digits=12, decimal_places=2)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="order_line_quantity_positive"),
+            models.CheckConstraint(condition=Q(unit_price__gte=0), name="order_line_unit_price_non_negative"),
+            models.UniqueConstraint(fields=["order", "product"], name="order_line_unique_product"),
+        ]
+
+    def __str__(self):
+        return f"{self.quantity} × {self.sku}"

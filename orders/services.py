@@ -1,0 +1,145 @@
+"""Order operations: placing an order and moving it after the saga."""
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from catalog.models import Product
+
+from .models import Order, OrderLine
+
+ADDRESS_FIELDS = ("name", "line1", "line2", "city", "region", "postal_code", "country")
+REQUIRED_ADDRESS_FIELDS = ("name", "line1", "city", "postal_code", "country")
+CENT = Decimal("0.01")
+
+
+def _validate_lines(lines):
+    """Return ``[(sku, quantity)]`` or raise ValidationError with a message per line."""
+    if not lines:
+        raise ValidationError({"lines": ["An order needs at least one line."]})
+    if len(lines) > settings.ORDER_MAX_LINES:
+        raise ValidationError({"lines": [f"An order has at most {settings.ORDER_MAX_LINES} lines."]})
+    errors, seen, clean = {}, set(), []
+    for index, line in enumerate(lines):
+        sku, quantity = line.get("sku"), line.get("quantity")
+        if not isinstance(sku, str) or not sku:
+            errors[f"lines[{index}].sku"] = ["A sku is required."]
+        elif sku in seen:
+            errors[f"lines[{index}].sku"] = [f"Duplicate sku {sku!r}: put the whole quantity on one line."]
+        seen.add(sku)
+        if isinstance(quantity, bool) or not isinstance(quantity, int):
+            errors[f"lines[{index}].quantity"] = ["Quantity must be a whole number."]
+        elif not 1 <= quantity <= settings.ORDER_MAX_QUANTITY:
+            errors[f"lines[{index}].quantity"] = [f"Quantity must be between 1 and {settings.ORDER_MAX_QUANTITY}."]
+        clean.append((sku, quantity))
+    if errors:
+        raise ValidationError(errors)
+    return clean
+
+
+def _validate_address(address):
+    address = address or {}
+    errors = {}
+    for field in REQUIRED_ADDRESS_FIELDS:
+        value = address.get(field)
+        if not isinstance(value, str) or not value.strip():
+            errors[f"shipping_address.{field}"] = ["This field is required."]
+    country = address.get("country")
+    if isinstance(country, str) and country and not (len(country) == 2 and country.isalpha()):
+        errors["shipping_address.country"] = ["Use an ISO 3166-1 alpha-2 country code, such as 'DE'."]
+    if errors:
+        raise ValidationError(errors)
+    clean = {field: str(address.get(field) or "").strip() for field in ADDRESS_FIELDS}
+    clean["country"] = clean["country"].upper()
+    return clean
+
+
+@transaction.atomic
+def order_place(
+    *, customer, lines, shipping_address, payment_token, idempotency_key="", request_fingerprint=""
+) -> Order:
+    """Create an order from ``[{"sku", "quantity"}]``; prices come from the catalog.
+
+    Raises ``ValidationError`` (field-keyed) for unknown or inactive products,
+    bad quantities, duplicate skus and incomplete addresses.
+    """
+    clean_lines = _validate_lines(lines)
+    address = _validate_address(shipping_address)
+    if not isinstance(payment_token, str) or not payment_token:
+        raise ValidationError({"payment_token": ["A payment token is required."]})
+
+    products = {p.sku: p for p in Product.objects.filter(sku__in=[sku for sku, _ in clean_lines])}
+    errors = {}
+    for index, (sku, _) in enumerate(clean_lines):
+        product = products.get(sku)
+        if product is None:
+            errors[f"lines[{index}].sku"] = [f"Unknown product {sku!r}."]
+        elif not product.active:
+            errors[f"lines[{index}].sku"] = [f"Product {sku!r} is not for sale."]
+    if errors:
+        raise ValidationError(errors)
+    currencies = {products[sku].currency for sku, _ in clean_lines}
+    if len(currencies) > 1:
+        raise ValidationError({"lines": ["All products of an order must have the same currency."]})
+
+    order_lines = []
+    for sku, quantity in clean_lines:
+        product = products[sku]
+        order_lines.append(
+            OrderLine(
+                product=product,
+                sku=product.sku,
+                name=product.name,
+                unit_price=product.price,
+                quantity=quantity,
+                line_total=(product.price * quantity).quantize(CENT),
+            )
+        )
+    order = Order.objects.create(
+        customer=customer,
+        currency=currencies.pop(),
+        total=sum((line.line_total for line in order_lines), start=Decimal("0.00")),
+        idempotency_key=idempotency_key or "",
+        request_fingerprint=request_fingerprint or "",
+        payment_token=payment_token,
+        **{f"shipping_{field}": value for field, value in address.items()},
+    )
+    for line in order_lines:
+        line.order = order
+    OrderLine.objects.bulk_create(order_lines)
+    return order
+
+
+def _lock(order) -> Order:
+    return Order.objects.select_for_update().get(pk=order.pk)
+
+
+@transaction.atomic
+def order_ship(*, order) -> Order:
+    """Staff: the parcel left the warehouse. Commits the stock; the order becomes ``shipped``."""
+    from catalog.services import reservation_commit
+    from shipping.models import ShipmentStatus
+    from shipping.services import shipment_mark_dispatched
+
+    order = _lock(order)
+    order.ship()  # raises TransitionNotAllowed unless confirmed
+    shipment = order.shipments.get(status=ShipmentStatus.CREATED)
+    shipment_mark_dispatched(shipment=shipment)
+    reservation_commit(reservation=order.reservation)
+    order.save(update_fields=["status", "updated_at"])
+    return order
+
+
+@transaction.atomic
+def order_deliver(*, order) -> Order:
+    """Staff: the carrier delivered the parcel."""
+    from shipping.models import ShipmentStatus
+    from shipping.services import shipment_mark_delivered
+
+    order = _lock(order)
+    order.deliver()
+    shipment_mark_delivered(shipment=order.shipments.get(status=ShipmentStatus.DISPATCHED))
+    order.save(update_fields=["status", "updated_at"])
+    return order

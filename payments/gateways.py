@@ -1,0 +1,132 @@
+"""Payment-gateway adapters. ``settings.PAYMENT_GATEWAY`` names the class.
+
+Every call carries an idempotency key: the same key twice charges (or refunds)
+once and answers the same. ``PaymentDeclined`` is a business failure (do not
+retry); ``GatewayError`` is transient (retry with backoff).
+"""
+
+import hashlib
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
+from django.utils.module_loading import import_string
+
+
+class PaymentDeclined(Exception):
+    def __init__(self, code, message):
+        self.code, self.message = code, message
+        super().__init__(f"{code}: {message}")
+
+
+class GatewayError(Exception):
+    """A transient failure: timeout, connection error, 5xx. Safe to retry with the same key."""
+
+
+@dataclass(frozen=True)
+class ChargeResult:
+    reference: str
+    amount: Decimal
+    currency: str
+
+
+class PaymentGateway:
+    name = "gateway"
+
+    def charge(self, *, idempotency_key, token, amount, currency) -> ChargeResult:
+        raise NotImplementedError
+
+    def find_charge(self, *, idempotency_key) -> ChargeResult | None:
+        """The successful charge made with this key, if any (to refund an uncertain one)."""
+        raise NotImplementedError
+
+    def refund(self, *, idempotency_key, charge_reference, amount, currency) -> str:
+        raise NotImplementedError
+
+
+def get_gateway() -> PaymentGateway:
+    return import_string(settings.PAYMENT_GATEWAY)()
+
+
+class FakeGateway(PaymentGateway):
+    """A deterministic stand-in for a real gateway, for demos and tests.
+
+    The payment token picks the behaviour:
+
+    - ``tok_declined``: the card is declined (business failure).
+    - ``tok_timeout``: every charge times out (transient, never succeeds).
+    - ``tok_flaky``: the first two charges with a key time out, the third succeeds.
+    - ``tok_refund_fails``: charges succeed, refunds always time out.
+    - any other token: success.
+
+    It plays an external system, so its state is committed on its own: it
+    refuses to be called inside the caller's database transaction.
+    """
+
+    name = "fake"
+    FLAKY_FAILURES = 2
+
+    def _guard(self):
+        if connection.in_atomic_block:
+            raise RuntimeError("The payment gateway must not be called inside a database transaction.")
+
+    def _record(self, *, idempotency_key, kind, token, amount, currency):
+        from .models import FakeGatewayCharge
+
+        try:
+            row, _ = FakeGatewayCharge.objects.get_or_create(
+                idempotency_key=idempotency_key,
+                defaults={"kind": kind, "token": token, "amount": amount, "currency": currency},
+            )
+        except IntegrityError:  # a concurrent call with the same key won the insert
+            row = FakeGatewayCharge.objects.get(idempotency_key=idempotency_key)
+        FakeGatewayCharge.objects.filter(pk=row.pk).update(attempts=F("attempts") + 1)
+        row.refresh_from_db()
+        return row
+
+    @staticmethod
+    def _reference(prefix, key):
+        return f"{prefix}_{hashlib.sha256(key.encode()).hexdigest()[:20]}"
+
+    def charge(self, *, idempotency_key, token, amount, currency):
+        self._guard()
+        row = self._record(
+            idempotency_key=idempotency_key, kind="charge", token=token, amount=amount, currency=currency
+        )
+        if row.succeeded:
+            return ChargeResult(row.reference, row.amount, row.currency)
+        if token == "tok_declined":
+            raise PaymentDeclined("card_declined", "The card was declined.")
+        if token == "tok_timeout" or (token == "tok_flaky" and row.attempts <= self.FLAKY_FAILURES):
+            raise GatewayError("The payment gateway timed out.")
+        with transaction.atomic():
+            row.succeeded, row.reference = True, self._reference("ch", idempotency_key)
+            row.save(update_fields=["succeeded", "reference"])
+        return ChargeResult(row.reference, row.amount, row.currency)
+
+    def find_charge(self, *, idempotency_key):
+        self._guard()
+        from .models import FakeGatewayCharge
+
+        row = FakeGatewayCharge.objects.filter(idempotency_key=idempotency_key, kind="charge", succeeded=True).first()
+        return ChargeResult(row.reference, row.amount, row.currency) if row else None
+
+    def refund(self, *, idempotency_key, charge_reference, amount, currency):
+        self._guard()
+        from .models import FakeGatewayCharge
+
+        charge = FakeGatewayCharge.objects.filter(reference=charge_reference, kind="charge", succeeded=True).first()
+        if charge is None:
+            raise PaymentDeclined("no_such_charge", f"No charge {charge_reference}.")
+        row = self._record(
+            idempotency_key=idempotency_key, kind="refund", token=charge.token, amount=amount, currency=currency
+        )
+        if row.succeeded:
+            return row.reference
+        if charge.token == "tok_refund_fails":
+            raise GatewayError("The payment gateway timed out.")
+        row.succeeded, row.reference = True, self._reference("re", idempotency_key)
+        row.save(update_fields=["succeeded", "reference"])
+        return row.reference

@@ -1,0 +1,58 @@
+"""Shipment operations. Carrier calls happen outside database transactions."""
+
+from django.db import transaction
+from django.utils import timezone
+
+from .carriers import get_carrier
+from .models import Shipment, ShipmentStatus
+
+
+def shipment_create(*, order, idempotency_key) -> Shipment:
+    """Book a parcel for ``order``. Raises ``AddressRejected`` or ``CarrierUnavailable``."""
+    carrier = get_carrier()
+    parcels = [{"sku": line.sku, "quantity": line.quantity} for line in order.lines.all()]
+    tracking_number = carrier.book(idempotency_key=idempotency_key, address=order.shipping_address, parcels=parcels)
+    with transaction.atomic():
+        shipment, _ = Shipment.objects.get_or_create(
+            idempotency_key=idempotency_key,
+            defaults={"order": order, "carrier": carrier.name, "tracking_number": tracking_number},
+        )
+    return shipment
+
+
+def shipment_cancel(*, order) -> Shipment | None:
+    """Cancel the order's live shipment, or ask for a return once it left.
+
+    Idempotent: a cancelled (or returning) shipment stays as it is.
+    """
+    shipment = order.shipments.exclude(status=ShipmentStatus.CANCELLED).first()
+    if shipment is None:
+        return None
+    if shipment.status == ShipmentStatus.CREATED:
+        get_carrier().cancel(idempotency_key=shipment.idempotency_key)
+    with transaction.atomic():
+        shipment = Shipment.objects.select_for_update().get(pk=shipment.pk)
+        now = timezone.now()
+        if shipment.status == ShipmentStatus.CREATED:
+            shipment.cancel(now)
+        elif shipment.status == ShipmentStatus.DISPATCHED:
+            shipment.request_return(now)
+        else:
+            return shipment
+        shipment.save(update_fields=["status", "cancelled_at", "updated_at"])
+    return shipment
+
+
+def shipment_mark_dispatched(*, shipment) -> Shipment:
+    """Record that the parcel left; call inside the caller's transaction."""
+    shipment = Shipment.objects.select_for_update().get(pk=shipment.pk)
+    shipment.dispatch(timezone.now())
+    shipment.save(update_fields=["status", "dispatched_at", "updated_at"])
+    return shipment
+
+
+def shipment_mark_delivered(*, shipment) -> Shipment:
+    shipment = Shipment.objects.select_for_update().get(pk=shipment.pk)
+    shipment.deliver(timezone.now())
+    shipment.save(update_fields=["status", "delivered_at", "updated_at"])
+    return shipment

@@ -1,0 +1,67 @@
+import pytest
+from django.core import mail
+
+from notifications.models import Notification
+from notifications.services import (
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    notification_queue,
+    notification_send,
+)
+
+pytestmark = pytest.mark.django_db
+
+CONTEXT = {
+    "customer_name": "Ada",
+    "order_id": "0f8c",
+    "lines": [{"quantity": 2, "name": "Mouse", "sku": "M", "line_total": "59.98"}],
+    "total": "59.98",
+    "currency": "USD",
+    "tracking_number": "FK1",
+}
+
+
+@pytest.fixture(autouse=True)
+def fake_backend(settings):
+    settings.EMAIL_BACKEND = "notifications.backends.FakeEmailBackend"
+
+
+def queue(recipient="ada@example.com", key="k1"):
+    return notification_queue(template="order_confirmed", recipient=recipient, context=CONTEXT, idempotency_key=key)
+
+
+def test_queue_is_idempotent():
+    assert queue().pk == queue().pk
+    assert Notification.objects.count() == 1
+
+
+def test_send_renders_text_and_html_and_sends_once():
+    notification = queue()
+    notification_send(notification_id=notification.pk)
+    notification_send(notification_id=notification.pk)
+
+    assert len(mail.outbox) == 1
+    message = mail.outbox[0]
+    assert message.to == ["ada@example.com"]
+    assert "Total: 59.98 USD" in message.body
+    assert "FK1" in message.alternatives[0].content
+    notification.refresh_from_db()
+    assert (notification.status, notification.attempts) == ("sent", 1)
+
+
+def test_refused_recipient_fails_for_good():
+    notification = queue(recipient="ada+reject@example.com")
+    with pytest.raises(PermanentDeliveryError):
+        notification_send(notification_id=notification.pk)
+    notification.refresh_from_db()
+    assert (notification.status, notification.attempts) == ("failed", 1)
+    assert "refused" in notification.last_error
+
+
+def test_unreachable_server_is_transient_and_stays_queued():
+    notification = queue(recipient="ada+down@example.com")
+    with pytest.raises(TransientDeliveryError):
+        notification_send(notification_id=notification.pk)
+    notification.refresh_from_db()
+    assert (notification.status, notification.attempts) == ("queued", 1)
+    assert not mail.outbox
