@@ -187,6 +187,26 @@ ORDER_MAX_QUANTITY = env.int("ORDER_MAX_QUANTITY", default=1000)
 PAYMENT_GATEWAY = env.str("PAYMENT_GATEWAY", default="payments.gateways.FakeGateway")
 SHIPPING_CARRIER = env.str("SHIPPING_CARRIER", default="shipping.carriers.FakeCarrier")
 
+# --- The saga ---------------------------------------------------------------------
+SAGA_DEADLINE_SECONDS = env.int("SAGA_DEADLINE_SECONDS", default=30 * 60)
+SAGA_STEP_MAX_ATTEMPTS = env.int("SAGA_STEP_MAX_ATTEMPTS", default=5)
+SAGA_COMPENSATION_MAX_ATTEMPTS = env.int("SAGA_COMPENSATION_MAX_ATTEMPTS", default=5)
+# A step taken from the queue more often than this (retries included) is a
+# task that never finishes (e.g. it kills its worker): the saga stops and the
+# order needs attention instead of looping forever.
+SAGA_STEP_MAX_DELIVERIES = env.int("SAGA_STEP_MAX_DELIVERIES", default=10)
+SAGA_RETRY_BACKOFF_BASE = env.float("SAGA_RETRY_BACKOFF_BASE", default=2.0)
+SAGA_RETRY_BACKOFF_MAX = env.float("SAGA_RETRY_BACKOFF_MAX", default=60.0)
+# A running step is presumed dead this long after its time limit.
+SAGA_STEP_TIMEOUT_GRACE_SECONDS = env.int("SAGA_STEP_TIMEOUT_GRACE_SECONDS", default=30)
+# Recovery re-drives active sagas with no progress for this long.
+SAGA_REDRIVE_IDLE_SECONDS = env.int("SAGA_REDRIVE_IDLE_SECONDS", default=120)
+SAGA_SIGNALS_RAISE = env.bool("SAGA_SIGNALS_RAISE", default=DJANGO_ENV == "test")
+
+CELERY_BEAT_SCHEDULE = {
+    "redrive-idle-sagas": {"task": "orders.redrive_idle_sagas", "schedule": 60.0},
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -8,6 +8,11 @@ import os
 os.environ.setdefault("DJANGO_ENV", "test")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/fulfilment")
 os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
+# Close connections after every task: the test worker thread must not keep one
+# open while pytest-django flushes or drops the test database.
+os.environ.setdefault("CONN_MAX_AGE", "0")
+os.environ.setdefault("SAGA_RETRY_BACKOFF_BASE", "0.05")
+os.environ.setdefault("SAGA_RETRY_BACKOFF_MAX", "0.2")
 
 from .settings import *  # noqa: F403
 

@@ -1,6 +1,7 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
-from .models import Order, OrderLine
+from .models import Order, OrderLine, SagaRun, SagaStep
+from .saga.recovery import SagaActionError, saga_compensate, saga_retry
 
 
 class OrderLineInline(admin.TabularInline):
@@ -43,3 +44,57 @@ class OrderAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class SagaStepInline(admin.TabularInline):
+    model = SagaStep
+    extra = 0
+    can_delete = False
+    fields = ["kind", "position", "name", "status", "attempts", "deliveries", "started_at", "finished_at", "error"]
+    readonly_fields = fields
+    ordering = ["kind", "position"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(SagaRun)
+class SagaRunAdmin(admin.ModelAdmin):
+    list_display = ["id", "order", "status", "failure_reason", "redrives", "deadline_at", "updated_at"]
+    list_filter = ["status", "definition", "cancel_requested", "created_at"]
+    search_fields = ["=order__public_id", "error"]
+    list_select_related = ["order"]
+    show_full_result_count = False
+    readonly_fields = [f.name for f in SagaRun._meta.fields]
+    inlines = [SagaStepInline]
+    actions = ["retry", "compensate"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def _each(self, request, queryset, action):
+        for saga in queryset:
+            try:
+                outcome = action(saga)
+            except SagaActionError as exc:
+                self.message_user(request, f"Saga {saga.pk}: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"Saga {saga.pk}: {outcome}", messages.SUCCESS)
+
+    @admin.action(description="Retry from the failed step (or re-drive)", permissions=["retry"])
+    def retry(self, request, queryset):
+        self._each(request, queryset, lambda saga: saga_retry(saga.pk))
+
+    @admin.action(description="Give up and compensate (cancel the order)", permissions=["retry"])
+    def compensate(self, request, queryset):
+        self._each(
+            request,
+            queryset,
+            lambda saga: saga_compensate(saga.pk, reason="Cancelled by our staff."),
+        )
+
+    def has_retry_permission(self, request):
+        return request.user.has_perm("orders.retry_saga")

@@ -163,3 +163,98 @@ class OrderLine(models.Model):
 
     def __str__(self):
         return f"{self.quantity} × {self.sku}"
+
+
+class SagaStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    COMPENSATING = "compensating", "Compensating"
+    COMPLETED = "completed", "Completed"
+    COMPENSATED = "compensated", "Compensated"
+    FAILED = "failed", "Failed"
+
+
+ACTIVE_SAGA_STATUSES = [SagaStatus.PENDING, SagaStatus.RUNNING, SagaStatus.COMPENSATING]
+
+
+class SagaRun(models.Model):
+    """The durable state of one order's fulfilment saga.
+
+    The database is the source of truth; Celery chains only carry the next
+    step. ``updated_at`` moves whenever a step starts or finishes, so an idle
+    saga is one whose ``updated_at`` is old (see ``orders.saga.recovery``).
+    """
+
+    order = models.OneToOneField(Order, on_delete=models.PROTECT, related_name="saga")
+    definition = models.CharField(max_length=64)
+    version = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=16, choices=SagaStatus.choices, default=SagaStatus.PENDING)
+    cancel_requested = models.BooleanField(default=False)
+    failure_reason = models.CharField(max_length=255, blank=True, default="", help_text="Safe to show customers.")
+    error = models.TextField(blank=True, default="", help_text="For operators.")
+    deadline_at = models.DateTimeField()
+    redrives = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "updated_at"], name="saga_status_updated_idx"),
+            models.Index(fields=["status", "deadline_at"], name="saga_status_deadline_idx"),
+        ]
+        permissions = [("retry_saga", "Can retry or compensate a saga")]
+
+    def __str__(self):
+        return f"Saga {self.pk} for order {self.order_id} ({self.status})"
+
+    @property
+    def is_active(self):
+        return self.status in ACTIVE_SAGA_STATUSES
+
+
+class StepKind(models.TextChoices):
+    FORWARD = "forward", "Step"
+    COMPENSATION = "compensation", "Compensation"
+
+
+class StepStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class SagaStep(models.Model):
+    """One step (or compensation) of a saga: its log line in the database."""
+
+    saga = models.ForeignKey(SagaRun, on_delete=models.CASCADE, related_name="steps")
+    name = models.CharField(max_length=64)
+    kind = models.CharField(max_length=16, choices=StepKind.choices)
+    position = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=16, choices=StepStatus.choices, default=StepStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0, help_text="Times the action was tried.")
+    deliveries = models.PositiveIntegerField(default=0, help_text="Times a task message for it was taken.")
+    task_id = models.CharField(max_length=64, blank=True, default="", help_text="The task running it now.")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["kind", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["saga", "kind", "name"], name="saga_step_unique_name"),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.status})"
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None

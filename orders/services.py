@@ -8,7 +8,14 @@ from django.db import transaction
 
 from catalog.models import Product
 
-from .models import Order, OrderLine
+from .models import CANCELLABLE, Order, OrderLine, OrderStatus
+from .saga.engine import saga_create
+from .saga.recovery import saga_compensate
+
+
+class OrderNotCancellable(Exception):
+    pass
+
 
 ADDRESS_FIELDS = ("name", "line1", "line2", "city", "region", "postal_code", "country")
 REQUIRED_ADDRESS_FIELDS = ("name", "line1", "city", "postal_code", "country")
@@ -109,6 +116,25 @@ def order_place(
     for line in order_lines:
         line.order = order
     OrderLine.objects.bulk_create(order_lines)
+    saga_create(order=order)  # its first step is enqueued when this transaction commits
+    return order
+
+
+def order_cancel(*, order, reason="Cancelled at your request.") -> Order:
+    """Cancel an order that has not shipped: its saga's compensations undo everything.
+
+    Idempotent for an order already cancelling or cancelled. Raises
+    ``OrderNotCancellable`` once the goods have left.
+    """
+    order.refresh_from_db()
+    if order.status in (OrderStatus.COMPENSATING, OrderStatus.CANCELLED):
+        return order
+    if order.status not in CANCELLABLE:
+        raise OrderNotCancellable(
+            f"The order is {order.get_status_display().lower()}; it can be cancelled only until it ships."
+        )
+    saga_compensate(order.saga.pk, reason=reason)
+    order.refresh_from_db()
     return order
 
 

@@ -13,3 +13,23 @@ def staff(db):
     from tests.factories import StaffFactory
 
     return StaffFactory()
+
+
+@pytest.fixture(scope="module")
+def saga_worker():
+    """A real Celery worker (solo pool, in a thread) on the Redis test broker.
+
+    Module-scoped: it runs only while a saga test module runs, so other tests'
+    orders are never picked up. Saga tests need ``django_db(transaction=True)``:
+    the worker has its own database connection and sees only committed rows.
+    """
+    from celery.contrib.testing.worker import start_worker
+
+    from config.celery import app
+
+    app.control.purge()  # messages left behind by earlier tests
+    with start_worker(
+        app, pool="solo", concurrency=1, perform_ping_check=False, loglevel="WARNING", shutdown_timeout=30
+    ) as worker:
+        yield worker
+    app.control.purge()

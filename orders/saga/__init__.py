@@ -1,0 +1,1 @@
+"""The order fulfilment saga: definition (steps), engine (execution), recovery."""

@@ -1,0 +1,151 @@
+"""Finding and re-driving sagas whose chain was lost, and operator actions.
+
+Celery is treated as at-least-once and possibly lossy: the chain message is
+the only copy of what runs next, and a crash between commit and enqueue loses
+the first one. The database knows where every saga is, so ``saga_redrive``
+can always send the right step again; duplicates are harmless because every
+step is idempotent.
+"""
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from orders.models import ACTIVE_SAGA_STATUSES, CANCELLABLE, OrderStatus, SagaRun, SagaStatus, StepKind, StepStatus
+
+from . import engine
+
+log = logging.getLogger("orders.saga")
+
+
+class SagaActionError(Exception):
+    """The saga is not in a state that allows this action; the message says why."""
+
+
+def sagas_idle(*, idle_seconds=None, now=None):
+    """Active sagas with no recorded progress for ``idle_seconds``."""
+    now = now or timezone.now()
+    idle = settings.SAGA_REDRIVE_IDLE_SECONDS if idle_seconds is None else idle_seconds
+    return SagaRun.objects.filter(status__in=ACTIVE_SAGA_STATUSES, updated_at__lte=now - timedelta(seconds=idle))
+
+
+def saga_redrive(saga_id, *, now=None) -> str:
+    """Send an idle saga's next step (or compensation) again. Returns what it did."""
+    with transaction.atomic():
+        saga = engine._lock(saga_id)
+        if saga is None:
+            raise SagaActionError(f"No saga {saga_id}.")
+        now = now or timezone.now()
+        if not saga.is_active:
+            return f"nothing to do: saga is {saga.status}"
+        if saga.status == SagaStatus.COMPENSATING:
+            step = saga.steps.filter(kind=StepKind.COMPENSATION).exclude(status=StepStatus.SUCCEEDED).first()
+            if step is None:
+                engine._finish_compensation(saga, now)
+                return "compensation finished"
+            if engine.in_flight(saga, step, now):
+                return f"waiting: {step.name} is in progress"
+            names = engine.pending_compensations(saga)
+        else:
+            step = saga.steps.filter(kind=StepKind.FORWARD).exclude(status=StepStatus.SUCCEEDED).first()
+            if step is None:
+                return "nothing to do: every step succeeded"
+            if engine.in_flight(saga, step, now):
+                return f"waiting: {step.name} is in progress"
+            if saga.cancel_requested or now >= saga.deadline_at:
+                engine._begin_compensation_for_stop(saga, now)
+                return "compensating: " + ("cancel requested" if saga.cancel_requested else "deadline passed")
+            names = engine.forward_names(saga, step.name)
+        saga.redrives += 1
+        saga.save(update_fields=["redrives", "updated_at"])
+        engine.dispatch_on_commit(saga.pk, names)
+    log.warning("saga redriven saga=%s order=%s from=%s", saga.pk, saga.order.public_id, names[0])
+    return f"redriven from {names[0]}"
+
+
+def redrive_idle_sagas(*, idle_seconds=None, limit=500) -> dict:
+    """The beat job: re-drive every idle saga. Returns a count per outcome."""
+    counts = {}
+    for saga_id in sagas_idle(idle_seconds=idle_seconds).order_by("updated_at").values_list("pk", flat=True)[:limit]:
+        outcome = saga_redrive(saga_id).split(":")[0]
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
+
+
+def saga_retry(saga_id) -> str:
+    """Operator: run a failed saga again from where it failed.
+
+    A saga that failed while compensating retries its compensations; one that
+    failed going forward (a step kept crashing) resumes from that step with a
+    fresh deadline. Either way the order leaves ``needs_attention``.
+    """
+    with transaction.atomic():
+        saga = engine._lock(saga_id)
+        if saga is None:
+            raise SagaActionError(f"No saga {saga_id}.")
+        if saga.status != SagaStatus.FAILED:
+            if saga.is_active:
+                return saga_redrive(saga.pk)
+            raise SagaActionError(f"Saga is {saga.status}: only failed or stuck sagas can be retried.")
+        order = engine._lock_order(saga)
+        compensations = saga.steps.filter(kind=StepKind.COMPENSATION)
+        if compensations.exists():
+            for step in compensations.filter(status__in=[StepStatus.FAILED, StepStatus.RUNNING]):
+                step.status, step.deliveries, step.attempts, step.task_id = StepStatus.PENDING, 0, 0, ""
+                step.save(update_fields=["status", "deliveries", "attempts", "task_id"])
+            saga.status, saga.finished_at = SagaStatus.COMPENSATING, None
+            saga.save(update_fields=["status", "finished_at", "updated_at"])
+            order.start_compensation(order.cancel_reason)
+            order.save(update_fields=["status", "cancel_reason", "updated_at"])
+            names = engine.pending_compensations(saga)
+        else:
+            step = saga.steps.filter(kind=StepKind.FORWARD).exclude(status=StepStatus.SUCCEEDED).first()
+            step.status, step.deliveries, step.attempts, step.task_id = StepStatus.PENDING, 0, 0, ""
+            step.save(update_fields=["status", "deliveries", "attempts", "task_id"])
+            saga.status, saga.finished_at, saga.error = SagaStatus.RUNNING, None, ""
+            saga.deadline_at = timezone.now() + timedelta(seconds=settings.SAGA_DEADLINE_SECONDS)
+            saga.save(update_fields=["status", "finished_at", "error", "deadline_at", "updated_at"])
+            order.resume(resume_state(saga))
+            order.save(update_fields=["status", "updated_at"])
+            names = engine.forward_names(saga, step.name)
+        engine.dispatch_on_commit(saga.pk, names)
+    log.warning("saga retried by operator saga=%s from=%s", saga.pk, names[0])
+    return f"retrying from {names[0]}"
+
+
+def resume_state(saga):
+    """The order state that matches the saga's last succeeded forward step."""
+    state = OrderStatus.PENDING
+    transitions = {
+        "mark_reserved": OrderStatus.RESERVED,
+        "mark_paid": OrderStatus.PAID,
+        "mark_shipment_created": OrderStatus.SHIPMENT_CREATED,
+    }
+    definition = engine.definition_of(saga)
+    for step in saga.steps.filter(kind=StepKind.FORWARD, status=StepStatus.SUCCEEDED).order_by("position"):
+        state = transitions.get(definition.step(step.name).advance, state)
+    return state
+
+
+def saga_compensate(saga_id, *, reason) -> str:
+    """Operator: give up on a saga and undo what it did (order ends ``cancelled``)."""
+    with transaction.atomic():
+        saga = engine._lock(saga_id)
+        if saga is None:
+            raise SagaActionError(f"No saga {saga_id}.")
+        if saga.status == SagaStatus.COMPENSATING:
+            raise SagaActionError("The saga is already compensating.")
+        if saga.status == SagaStatus.COMPENSATED:
+            raise SagaActionError("The saga was already compensated.")
+        if saga.order.status not in [*CANCELLABLE, OrderStatus.NEEDS_ATTENTION]:
+            raise SagaActionError(f"The order is {saga.order.status}: it can no longer be cancelled.")
+        running = saga.steps.filter(kind=StepKind.FORWARD, status=StepStatus.RUNNING)
+        if any(engine.in_flight(saga, step, timezone.now()) for step in running):
+            saga.cancel_requested = True
+            saga.save(update_fields=["cancel_requested", "updated_at"])
+            return "cancel requested: compensation starts when the running step finishes"
+        engine.begin_compensation(saga, reason=reason, error="compensation started by an operator")
+    return "compensating"

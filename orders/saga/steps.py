@@ -1,0 +1,156 @@
+"""The order fulfilment saga's steps and compensations.
+
+Each action calls another app's service with an idempotency key derived from
+the order and the step, and turns that app's errors into the saga's: a
+``StepFailed`` for a business failure, anything else is retried.
+"""
+
+from django.db import transaction
+
+from catalog.models import Reservation
+from catalog.services import OutOfStock, reservation_hold, reservation_release, stock_reserve
+from notifications.services import PermanentDeliveryError, notification_queue, notification_send
+from payments.gateways import PaymentDeclined
+from payments.services import payment_charge, payment_refund
+from shipping.carriers import AddressRejected
+from shipping.services import shipment_cancel, shipment_create
+
+from .definition import SagaDefinition, Step, StepFailed
+
+
+def order_email_context(order, **extra):
+    customer = order.customer
+    return {
+        "order_id": str(order.public_id),
+        "customer_name": customer.get_full_name() or customer.get_username(),
+        "lines": [
+            {"sku": line.sku, "name": line.name, "quantity": line.quantity, "line_total": str(line.line_total)}
+            for line in order.lines.all()
+        ],
+        "total": str(order.total),
+        "currency": order.currency,
+        **extra,
+    }
+
+
+# --- reserve_inventory / release_inventory --------------------------------------
+def reserve_inventory(order, key):
+    try:
+        reservation = stock_reserve(order=order)
+    except OutOfStock as exc:
+        raise StepFailed(f"Sorry, not enough stock for: {', '.join(exc.skus)}.", str(exc)) from exc
+    return {"reservation_id": reservation.pk}
+
+
+def release_inventory(order, key):
+    reservation = Reservation.objects.filter(order=order).first()
+    released = reservation is not None and reservation_release(reservation=reservation)
+    return {"released": released}
+
+
+# --- process_payment / refund_payment --------------------------------------------
+def process_payment(order, key):
+    try:
+        payment = payment_charge(order=order, idempotency_key=key)
+    except PaymentDeclined as exc:
+        raise StepFailed("Your payment was declined.", str(exc)) from exc
+    return {"payment_id": payment.pk, "reference": payment.gateway_reference}
+
+
+def hold_stock_for_paid_order(order, result):
+    reservation_hold(reservation=order.reservation)
+
+
+def refund_payment(order, key):
+    refund = payment_refund(order=order, charge_key=key, reason=order.cancel_reason or "order cancelled")
+    return {"refund_id": refund.pk if refund else None}
+
+
+# --- create_shipment / cancel_shipment -------------------------------------------
+def create_shipment(order, key):
+    try:
+        shipment = shipment_create(order=order, idempotency_key=key)
+    except AddressRejected as exc:
+        raise StepFailed("The carrier cannot deliver to this address.", str(exc)) from exc
+    return {"shipment_id": shipment.pk, "tracking_number": shipment.tracking_number}
+
+
+def cancel_shipment(order, key):
+    shipment = shipment_cancel(order=order)
+    return {"shipment_id": shipment.pk if shipment else None, "status": shipment.status if shipment else None}
+
+
+# --- send_confirmation / send_cancellation ---------------------------------------
+def send_confirmation(order, key):
+    shipment = order.shipments.exclude(status="cancelled").first()
+    notification = notification_queue(
+        template="order_confirmed",
+        recipient=order.customer.email,
+        context=order_email_context(order, tracking_number=shipment.tracking_number if shipment else ""),
+        idempotency_key=key,
+        order=order,
+    )
+    try:
+        notification_send(notification_id=notification.pk)
+    except PermanentDeliveryError as exc:
+        raise StepFailed("We could not send your confirmation to your email address.", str(exc)) from exc
+    return {"notification_id": notification.pk}
+
+
+def send_cancellation(order, key):
+    """Queue the cancellation notice; a notifications task sends it (with its own retries)."""
+    from notifications.tasks import send_notification
+
+    notification = notification_queue(
+        template="order_cancelled",
+        recipient=order.customer.email,
+        context=order_email_context(order, reason=order.cancel_reason),
+        idempotency_key=f"{order.public_id}:order_cancelled",
+        order=order,
+    )
+    transaction.on_commit(lambda: send_notification.delay(notification.pk), robust=True)
+    return {"notification_id": notification.pk}
+
+
+ORDER_FULFILMENT = SagaDefinition(
+    name="order_fulfilment",
+    version=1,
+    steps=(
+        Step(
+            "reserve_inventory",
+            reserve_inventory,
+            "release_inventory",
+            release_inventory,
+            advance="mark_reserved",
+            time_limit=30,
+            local=True,
+        ),
+        Step(
+            "process_payment",
+            process_payment,
+            "refund_payment",
+            refund_payment,
+            advance="mark_paid",
+            on_success=hold_stock_for_paid_order,
+            time_limit=60,
+        ),
+        Step(
+            "create_shipment",
+            create_shipment,
+            "cancel_shipment",
+            cancel_shipment,
+            advance="mark_shipment_created",
+            time_limit=30,
+        ),
+        Step(
+            "send_confirmation",
+            send_confirmation,
+            "send_cancellation",
+            send_cancellation,
+            advance="confirm",
+            time_limit=15,
+        ),
+    ),
+)
+
+DEFINITIONS = {(d.name, d.version): d for d in [ORDER_FULFILMENT]}
