@@ -6,6 +6,7 @@ variables at all the project runs on an embedded default that needs no server:
 SQLite (WAL mode) and kombu's ``filesystem://`` broker under ``var/``.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -45,6 +46,8 @@ INSTALLED_APPS = [
     "django_fsm",
     "rest_framework",
     "knox",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "audit",
     "catalog",
     "orders",
@@ -117,6 +120,68 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+
+# --- Cache (API throttling counters) ---------------------------------------------
+# Throttle counts must be shared by every web process: use Redis in production.
+REDIS_URL = env.str("REDIS_URL", default="")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    if REDIS_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
+
+# --- Storefront API ---------------------------------------------------------------
+# Bodies over this size are refused with 413 (orders are small).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("API_MAX_BODY_BYTES", default=256 * 1024)
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "knox.auth.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",  # browsable API; CSRF enforced
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "config.api.Pagination",
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.ScopedRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env.str("THROTTLE_ANON", default="30/min"),
+        "auth": env.str("THROTTLE_AUTH", default="10/min"),
+        "products": env.str("THROTTLE_PRODUCTS", default="200/min"),
+        "orders_read": env.str("THROTTLE_ORDERS_READ", default="50/min"),
+        "orders_create": env.str("THROTTLE_ORDERS_CREATE", default="10/min"),
+        "orders_write": env.str("THROTTLE_ORDERS_WRITE", default="20/min"),
+        "staff": env.str("THROTTLE_STAFF", default="300/min"),
+    },
+    "EXCEPTION_HANDLER": "config.api.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(hours=env.int("API_TOKEN_TTL_HOURS", default=24 * 30)),
+    "AUTO_REFRESH": False,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Fulfilment storefront API",
+    "DESCRIPTION": "Place orders, follow their fulfilment saga, cancel them. Authenticate with "
+    "`Authorization: Token <token>` from `POST /api/v1/auth/token/`.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",  # UI assets served locally: no CDN
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.api.allow_empty_query_values",
+    ],
+    "ENUM_NAME_OVERRIDES": {
+        "OrderStatusEnum": "orders.models.OrderStatus",
+        "SagaStatusEnum": "orders.models.SagaStatus",
+        "StepStatusEnum": "orders.models.StepStatus",
+        "StepKindEnum": "orders.models.StepKind",
+    },
+}
 
 # --- Security (production) ----------------------------------------------------
 if PRODUCTION:

@@ -245,7 +245,7 @@ class SagaStep(models.Model):
     error = models.TextField(blank=True, default="")
 
     class Meta:
-        ordering = ["kind", "position"]
+        ordering = ["-kind", "position"]  # forward steps first
         constraints = [
             models.UniqueConstraint(fields=["saga", "kind", "name"], name="saga_step_unique_name"),
         ]

@@ -8,6 +8,7 @@ from django.db import transaction
 
 from catalog.models import Product
 
+from .countries import ISO_3166_ALPHA2
 from .models import CANCELLABLE, Order, OrderLine, OrderStatus
 from .saga.engine import saga_create
 from .saga.recovery import saga_compensate
@@ -54,7 +55,7 @@ def _validate_address(address):
         if not isinstance(value, str) or not value.strip():
             errors[f"shipping_address.{field}"] = ["This field is required."]
     country = address.get("country")
-    if isinstance(country, str) and country and not (len(country) == 2 and country.isalpha()):
+    if isinstance(country, str) and country and country.upper() not in ISO_3166_ALPHA2:
         errors["shipping_address.country"] = ["Use an ISO 3166-1 alpha-2 country code, such as 'DE'."]
     if errors:
         raise ValidationError(errors)

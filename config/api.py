@@ -1,0 +1,119 @@
+"""Cross-cutting pieces of the storefront API: errors, pagination, auth endpoints.
+
+Every error has one JSON shape::
+
+    {"error": {"status": 400, "code": "invalid", "message": "...", "fields": {"lines[0].sku": ["..."]}}}
+
+``fields`` appears for validation errors, with dotted paths; ``retry_after``
+(seconds) for throttled calls, which also carry a ``Retry-After`` header.
+"""
+
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is too large."
+    default_code = "payload_too_large"
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the current state of the resource."
+    default_code = "conflict"
+
+
+class Unprocessable(exceptions.APIException):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_detail = "The request cannot be processed."
+    default_code = "unprocessable"
+
+
+def flatten_errors(detail, prefix=""):
+    """``{"a": [{"b": ["msg"]}]}`` → ``{"a[0].b": ["msg"]}``."""
+    out = {}
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            # A list serializer's errors are keyed by index.
+            path = f"{prefix}[{key}]" if isinstance(key, int) else (f"{prefix}.{key}" if prefix else key)
+            if key == "non_field_errors":
+                path = prefix or "non_field_errors"
+            out.update(flatten_errors(value, path))
+    elif isinstance(detail, list) and detail and all(isinstance(item, dict | list) for item in detail):
+        for index, item in enumerate(detail):
+            if item:
+                out.update(flatten_errors(item, f"{prefix}[{index}]"))
+    else:
+        messages = detail if isinstance(detail, list) else [detail]
+        out.setdefault(prefix or "non_field_errors", []).extend(str(m) for m in messages)
+    return out
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge()
+    elif isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+    elif isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    body = {"status": response.status_code, "code": "error", "message": ""}
+    if isinstance(exc, exceptions.ValidationError):
+        body["code"] = "invalid"
+        body["message"] = "The request is not valid; see fields."
+        body["fields"] = flatten_errors(exc.detail)
+    elif isinstance(exc, exceptions.APIException):
+        codes = exc.get_codes()
+        body["code"] = codes if isinstance(codes, str) else "error"
+        body["message"] = str(exc.detail)
+        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+            body["retry_after"] = int(exc.wait + 0.999)
+    response.data = {"error": body}
+    return response
+
+
+class Pagination(PageNumberPagination):
+    page_size = 20
+    page_size_query_param = "page_size"
+    max_page_size = 100  # a larger page_size is capped, not refused
+
+    def get_page_number(self, request, paginator):
+        return request.query_params.get(self.page_query_param) or 1  # empty is the same as absent
+
+    def get_page_size(self, request):
+        raw = [value for value in request.query_params.getlist(self.page_size_query_param) if value != ""]
+        if not raw:
+            return self.page_size
+        if len(raw) > 1 or not raw[0].isdigit() or int(raw[0]) < 1:
+            raise exceptions.ValidationError({"page_size": ["A positive whole number is required."]})
+        return min(int(raw[0]), self.max_page_size)
+
+
+def not_found(request, exception=None):
+    """404 for URLs that match no route: JSON in the API's error shape under /api/, HTML elsewhere."""
+    from django.http import JsonResponse
+    from django.views.defaults import page_not_found
+
+    if request.path.startswith("/api/"):
+        body = {"status": 404, "code": "not_found", "message": "No such resource."}
+        return JsonResponse({"error": body}, status=404)
+    return page_not_found(request, exception)
+
+
+def allow_empty_query_values(result, generator, request, public):
+    """drf-spectacular hook: document that an empty query value means "not given"."""
+    for path in result.get("paths", {}).values():
+        for operation in path.values():
+            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                if parameter.get("in") == "query":
+                    parameter["allowEmptyValue"] = True
+    return result
