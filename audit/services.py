@@ -1,29 +1,24 @@
 """Writing the audit trail. Rows are only ever inserted."""
 
-from .models import ActorType, AuditEvent
+from .context import current_actor
+from .models import AuditEvent
 
 
 def audit_record(
-    *, obj=None, object_type="", object_id="", event, from_state="", to_state="", payload=None, actor=None
+    *, obj=None, object_type="", object_id="", event, from_state="", to_state="", payload=None, order_id=None
 ):
-    """Insert one audit event in the caller's transaction.
-
-    ``actor`` is a user (staff or customer) or None for the system.
-    """
+    """Insert one audit event in the caller's transaction, with the current actor."""
     if obj is not None:
         object_type = object_type or obj._meta.label_lower
         object_id = object_id or str(obj.pk)
-    if actor is None:
-        actor_type, label = ActorType.SYSTEM, "system"
-    else:
-        actor_type = ActorType.STAFF if actor.is_staff else ActorType.CUSTOMER
-        label = actor.get_username()
+    actor_type, actor, label = current_actor()
     return AuditEvent.objects.create(
         actor_type=actor_type,
         actor=actor,
-        actor_label=label,
+        actor_label=label[:150],
         object_type=object_type,
         object_id=str(object_id),
+        order_id=order_id,
         event=event,
         from_state=from_state or "",
         to_state=to_state or "",

@@ -19,6 +19,45 @@ class TransientDeliveryError(Exception):
     """The mail server could not take the message now; try again later."""
 
 
+def order_email_context(order, **extra):
+    """What every order email may show: the customer's name, lines and total."""
+    customer = order.customer
+    return {
+        "order_id": str(order.public_id),
+        "customer_name": customer.get_full_name() or customer.get_username(),
+        "lines": [
+            {"sku": line.sku, "name": line.name, "quantity": line.quantity, "line_total": str(line.line_total)}
+            for line in order.lines.all()
+        ],
+        "total": str(order.total),
+        "currency": order.currency,
+        **extra,
+    }
+
+
+# Order events that tell the customer something: (template, idempotency key suffix).
+ORDER_EVENTS = {
+    "cancelled": "order_cancelled",
+    "shipped": "order_shipped",
+    "delivered": "order_delivered",
+}
+
+
+def notification_for_order(*, order, template) -> Notification:
+    """Queue (once) the email ``template`` about ``order``."""
+    shipment = order.shipments.exclude(status="cancelled").first()
+    context = order_email_context(
+        order, reason=order.cancel_reason, tracking_number=shipment.tracking_number if shipment else ""
+    )
+    return notification_queue(
+        template=template,
+        recipient=order.customer.email,
+        context=context,
+        idempotency_key=f"{order.public_id}:{template}",
+        order=order,
+    )
+
+
 def notification_queue(*, template, recipient, context, idempotency_key, order=None) -> Notification:
     """Create the notification once; the same key returns the existing one."""
     try:

@@ -1,6 +1,10 @@
+import logging
+
 from celery import shared_task
 
-from .services import TransientDeliveryError, notification_send
+from .services import PermanentDeliveryError, TransientDeliveryError, notification_for_order, notification_send
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(
@@ -17,3 +21,28 @@ from .services import TransientDeliveryError, notification_send
 def send_notification(self, notification_id):
     """Send one notification; a transient mail failure retries with backoff."""
     notification_send(notification_id=notification_id)
+
+
+@shared_task(
+    bind=True,
+    name="notifications.notify_order",
+    autoretry_for=(TransientDeliveryError,),
+    max_retries=8,
+    retry_backoff=5,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    soft_time_limit=30,
+    time_limit=45,
+)
+def notify_order(self, order_id, template):
+    """Queue and send one order email; a refused address is recorded, not retried."""
+    from orders.models import Order
+
+    order = Order.objects.select_related("customer").filter(pk=order_id).first()
+    if order is None:
+        return
+    notification = notification_for_order(order=order, template=template)
+    try:
+        notification_send(notification_id=notification.pk)
+    except PermanentDeliveryError:
+        logger.warning("notification %s refused for good", notification.pk)

@@ -1,4 +1,8 @@
 from django.contrib import admin, messages
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+
+from audit.selectors import audit_trail
 
 from .models import Order, OrderLine, SagaRun, SagaStep
 from .saga.recovery import SagaActionError, saga_compensate, saga_retry
@@ -36,8 +40,31 @@ class OrderAdmin(admin.ModelAdmin):
         "cancel_reason",
         "created_at",
         "updated_at",
+        "history",
     ]
     inlines = [OrderLineInline]
+
+    @admin.display(description="History (audit trail)")
+    def history(self, order):
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}:{}</td><td>{}</td><td>{} → {}</td><td>{}</td></tr>",
+            (
+                (
+                    e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    e.actor_label,
+                    e.object_type,
+                    e.object_id,
+                    e.event,
+                    e.from_state or "·",
+                    e.to_state or "·",
+                    (e.payload or {}).get("error", "") or (e.payload or {}).get("step", "") or "",
+                )
+                for e in audit_trail(order_id=order.public_id)
+            ),
+        )
+        head = "<tr><th>When</th><th>Who</th><th>Object</th><th>Event</th><th>State</th><th>Detail</th></tr>"
+        return format_html("<table>{}{}</table>", mark_safe(head), rows)
 
     def has_add_permission(self, request):
         return False

@@ -258,3 +258,63 @@ class SagaStep(models.Model):
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at
         return None
+
+
+# --- the analytics read model ------------------------------------------------------
+# Kept up to date by orders/receivers.py from signals, rebuilt from scratch by
+# ``manage.py rebuild_read_models``; both give the same figures.
+REVENUE_STATES = [OrderStatus.CONFIRMED, OrderStatus.SHIPPED, OrderStatus.DELIVERED]
+
+
+class DailyOrderStats(models.Model):
+    """Per day of placement and currency: orders placed, confirmed (still), cancelled, revenue."""
+
+    day = models.DateField()
+    currency = models.CharField(max_length=3)
+    placed = models.IntegerField(default=0)
+    confirmed = models.IntegerField(default=0, help_text="Orders of this day now confirmed, shipped or delivered.")
+    cancelled = models.IntegerField(default=0)
+    revenue = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+
+    class Meta:
+        ordering = ["-day", "currency"]
+        constraints = [models.UniqueConstraint(fields=["day", "currency"], name="daily_stats_unique_day")]
+        verbose_name_plural = "daily order stats"
+
+    def __str__(self):
+        return f"{self.day} {self.currency}: {self.placed} placed"
+
+
+class OrderStatusCount(models.Model):
+    status = models.CharField(max_length=20, choices=OrderStatus.choices, unique=True)
+    count = models.IntegerField(default=0)
+
+    def __str__(self):
+        return f"{self.status}: {self.count}"
+
+
+class ProductSalesStats(models.Model):
+    """Units and revenue of a product in orders now confirmed, shipped or delivered."""
+
+    product = models.OneToOneField("catalog.Product", on_delete=models.CASCADE, related_name="sales_stats")
+    units = models.IntegerField(default=0)
+    revenue = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+
+    class Meta:
+        verbose_name_plural = "product sales stats"
+
+    def __str__(self):
+        return f"{self.product_id}: {self.units} units"
+
+
+class StepFailureStats(models.Model):
+    """How often each saga step (or compensation) failed for good."""
+
+    step = models.CharField(max_length=64, unique=True)
+    failures = models.IntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "step failure stats"
+
+    def __str__(self):
+        return f"{self.step}: {self.failures}"

@@ -187,3 +187,50 @@ class SagaQuerySerializer(serializers.Serializer):
 
 class ActionResultSerializer(serializers.Serializer):
     detail = serializers.CharField()
+
+
+class AuditEventSerializer(serializers.Serializer):
+    at = serializers.DateTimeField(source="created_at")
+    actor_type = serializers.CharField()
+    actor = serializers.CharField(source="actor_label")
+    object_type = serializers.CharField()
+    object_id = serializers.CharField()
+    event = serializers.CharField()
+    from_state = serializers.CharField()
+    to_state = serializers.CharField()
+    payload = serializers.JSONField()
+
+
+class AnalyticsQuerySerializer(serializers.Serializer):
+    days = serializers.IntegerField(min_value=1, max_value=366, required=False, default=30)
+    top = serializers.IntegerField(min_value=1, max_value=100, required=False, default=10)
+
+
+class DayStatsSerializer(serializers.Serializer):
+    day = serializers.DateField()
+    currency = serializers.CharField()
+    placed = serializers.IntegerField()
+    confirmed = serializers.IntegerField()
+    cancelled = serializers.IntegerField()
+    revenue = serializers.DecimalField(max_digits=14, decimal_places=2)
+
+
+class TopProductSerializer(serializers.Serializer):
+    sku = serializers.CharField()
+    name = serializers.CharField()
+    units = serializers.IntegerField()
+    revenue = serializers.DecimalField(max_digits=14, decimal_places=2)
+
+
+class FailureRateSerializer(serializers.Serializer):
+    failures = serializers.IntegerField()
+    rate = serializers.FloatField()
+
+
+class OrderAnalyticsSerializer(serializers.Serializer):
+    status_breakdown = serializers.DictField(child=serializers.IntegerField())
+    days = DayStatsSerializer(many=True)
+    average_order_value = serializers.DictField(child=serializers.DecimalField(max_digits=14, decimal_places=2))
+    top_products = TopProductSerializer(many=True)
+    sagas_started = serializers.IntegerField()
+    failure_rate_by_step = serializers.DictField(child=FailureRateSerializer())

@@ -1,11 +1,15 @@
+from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from catalog.api.views import ProductViewSet
 
-from .views import OrderViewSet, SagaViewSet
+from .views import OrderAnalyticsView, OrderViewSet, SagaViewSet
 
 router = SimpleRouter()
 router.register("products", ProductViewSet, basename="product")
 router.register("orders", OrderViewSet, basename="order")
 router.register("sagas", SagaViewSet, basename="saga")
-urlpatterns = router.urls
+urlpatterns = [
+    path("analytics/orders/", OrderAnalyticsView.as_view(), name="order-analytics"),
+    *router.urls,
+]

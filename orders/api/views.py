@@ -12,9 +12,12 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import IsAdminUser, IsAuthenticated
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
+from audit.selectors import audit_trail
 from config.api import Conflict, Unprocessable
 from config.api_views import COMMON_ERRORS, error
+from orders.analytics import order_analytics
 from orders.models import Order
 from orders.saga.recovery import SagaActionError, saga_retry
 from orders.selectors import order_detail_queryset, order_list, saga_list
@@ -22,6 +25,9 @@ from orders.services import OrderNotCancellable, order_cancel, order_deliver, or
 
 from .serializers import (
     ActionResultSerializer,
+    AnalyticsQuerySerializer,
+    AuditEventSerializer,
+    OrderAnalyticsSerializer,
     OrderCreateSerializer,
     OrderQuerySerializer,
     OrderSerializer,
@@ -74,7 +80,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         return OrderSummarySerializer if self.action == "list" else OrderSerializer
 
     def get_permissions(self):
-        if self.action in ("ship", "deliver"):
+        if self.action in ("ship", "deliver", "history"):
             return [IsAdminUser()]
         return [IsAuthenticated()]
 
@@ -174,6 +180,20 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         return self._detail(order, status.HTTP_200_OK)
 
     @extend_schema(
+        responses={
+            200: AuditEventSerializer(many=True),
+            403: error("Staff only."),
+            404: error("No such order."),
+            **COMMON_ERRORS,
+        },
+    )
+    @action(detail=True, methods=["get"], pagination_class=None)
+    def history(self, request, id=None):
+        """Staff: the order's full audit trail, oldest first (order, stock, payment, shipment, saga)."""
+        order = get_object_or_404(Order, public_id=self.kwargs["id"])
+        return Response(AuditEventSerializer(audit_trail(order_id=order.public_id), many=True).data)
+
+    @extend_schema(
         request=None,
         responses={
             200: OrderSerializer,
@@ -248,3 +268,25 @@ class SagaViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         except SagaActionError as exc:
             raise Conflict(str(exc)) from exc
         return Response({"detail": outcome}, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema(tags=["analytics"])
+class OrderAnalyticsView(APIView):
+    """Staff: order figures from the read model (no scan of the orders per request)."""
+
+    permission_classes = [IsAdminUser]
+    throttle_scope = "staff"
+
+    @extend_schema(
+        parameters=[AnalyticsQuerySerializer],
+        responses={
+            200: OrderAnalyticsSerializer,
+            400: error("Bad query parameter."),
+            403: error("Staff only."),
+            **COMMON_ERRORS,
+        },
+    )
+    def get(self, request):
+        query = AnalyticsQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(OrderAnalyticsSerializer(order_analytics(**query.validated_data)).data)

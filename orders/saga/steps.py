@@ -9,28 +9,19 @@ from django.db import transaction
 
 from catalog.models import Reservation
 from catalog.services import OutOfStock, reservation_hold, reservation_release, stock_reserve
-from notifications.services import PermanentDeliveryError, notification_queue, notification_send
+from notifications.services import (
+    PermanentDeliveryError,
+    notification_for_order,
+    notification_queue,
+    notification_send,
+    order_email_context,
+)
 from payments.gateways import PaymentDeclined
 from payments.services import payment_charge, payment_refund
 from shipping.carriers import AddressRejected
 from shipping.services import shipment_cancel, shipment_create
 
 from .definition import SagaDefinition, Step, StepFailed
-
-
-def order_email_context(order, **extra):
-    customer = order.customer
-    return {
-        "order_id": str(order.public_id),
-        "customer_name": customer.get_full_name() or customer.get_username(),
-        "lines": [
-            {"sku": line.sku, "name": line.name, "quantity": line.quantity, "line_total": str(line.line_total)}
-            for line in order.lines.all()
-        ],
-        "total": str(order.total),
-        "currency": order.currency,
-        **extra,
-    }
 
 
 # --- reserve_inventory / release_inventory --------------------------------------
@@ -98,16 +89,13 @@ def send_confirmation(order, key):
 
 
 def send_cancellation(order, key):
-    """Queue the cancellation notice; a notifications task sends it (with its own retries)."""
+    """Queue the cancellation notice; a notifications task sends it (with its own retries).
+
+    The key is the one the "order cancelled" receiver uses too: one email either way.
+    """
     from notifications.tasks import send_notification
 
-    notification = notification_queue(
-        template="order_cancelled",
-        recipient=order.customer.email,
-        context=order_email_context(order, reason=order.cancel_reason),
-        idempotency_key=f"{order.public_id}:order_cancelled",
-        order=order,
-    )
+    notification = notification_for_order(order=order, template="order_cancelled")
     transaction.on_commit(lambda: send_notification.delay(notification.pk), robust=True)
     return {"notification_id": notification.pk}
 

@@ -65,3 +65,15 @@ def test_unreachable_server_is_transient_and_stays_queued():
     notification.refresh_from_db()
     assert (notification.status, notification.attempts) == ("queued", 1)
     assert not mail.outbox
+
+
+def test_the_order_email_task_run_twice_sends_once():
+    from notifications.tasks import notify_order
+    from tests.factories import place_order
+
+    order = place_order()
+    notify_order(order.pk, "order_shipped")
+    notify_order(order.pk, "order_shipped")
+    assert len(mail.outbox) == 1
+    notification = Notification.objects.get(order=order)
+    assert (notification.template, notification.status, notification.attempts) == ("order_shipped", "sent", 1)

@@ -1,7 +1,9 @@
+import getpass
 import uuid
 
 from django.core.management.base import BaseCommand, CommandError
 
+from audit.context import acting_as
 from orders.models import SagaRun
 from orders.saga.recovery import SagaActionError, saga_retry
 
@@ -26,7 +28,8 @@ class Command(BaseCommand):
         if saga is None:
             raise CommandError(f"No saga found for {target}.")
         try:
-            outcome = saga_retry(saga.pk)
+            with acting_as(label=f"command:replay_saga ({getpass.getuser()})"):
+                outcome = saga_retry(saga.pk)
         except SagaActionError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"saga {saga.pk} (order {saga.order.public_id}): {outcome}")

@@ -1,0 +1,164 @@
+"""The order analytics read model: incremental updates and a rebuild from scratch.
+
+Incremental updates run after the transaction that caused them commits, as
+single-statement ``UPDATE … SET x = x + n`` (so hot rows are locked for one
+statement, not for a saga step's transaction). ``rebuild`` recomputes every
+figure from the orders and the audit trail; a test checks both agree.
+"""
+
+from datetime import timedelta
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.db.models import Count, F, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from audit.models import AuditEvent
+
+from .models import (
+    REVENUE_STATES,
+    DailyOrderStats,
+    Order,
+    OrderLine,
+    OrderStatus,
+    OrderStatusCount,
+    ProductSalesStats,
+    StepFailureStats,
+)
+
+
+def _bump(model, lookup, **deltas):
+    """``UPDATE model SET field = field + delta WHERE lookup``, creating the row first if needed."""
+    updates = {field: F(field) + delta for field, delta in deltas.items()}
+    if model.objects.filter(**lookup).update(**updates):
+        return
+    try:
+        with transaction.atomic():
+            model.objects.create(**lookup)
+    except IntegrityError:
+        pass  # created concurrently
+    model.objects.filter(**lookup).update(**updates)
+
+
+def order_placed(order_id):
+    order = Order.objects.only("created_at", "currency", "status").get(pk=order_id)
+    _bump(DailyOrderStats, {"day": order.created_at.date(), "currency": order.currency}, placed=1)
+    _bump(OrderStatusCount, {"status": OrderStatus.PENDING}, count=1)
+
+
+def order_moved(order_id, source, target):
+    _bump(OrderStatusCount, {"status": source}, count=-1)
+    _bump(OrderStatusCount, {"status": target}, count=1)
+    was, now = source in REVENUE_STATES, target in REVENUE_STATES
+    order = Order.objects.only("created_at", "currency", "total").get(pk=order_id)
+    day = {"day": order.created_at.date(), "currency": order.currency}
+    if target == OrderStatus.CANCELLED:
+        _bump(DailyOrderStats, day, cancelled=1)
+    if was == now:
+        return
+    sign = 1 if now else -1
+    _bump(DailyOrderStats, day, confirmed=sign, revenue=sign * order.total)
+    for line in OrderLine.objects.filter(order_id=order_id).only("product_id", "quantity", "line_total"):
+        _bump(
+            ProductSalesStats,
+            {"product_id": line.product_id},
+            units=sign * line.quantity,
+            revenue=sign * line.line_total,
+        )
+
+
+def step_failed(step):
+    _bump(StepFailureStats, {"step": step}, failures=1)
+
+
+@transaction.atomic
+def rebuild():
+    """Recompute every figure from the orders and the audit trail."""
+    for model in (DailyOrderStats, OrderStatusCount, ProductSalesStats, StepFailureStats):
+        model.objects.all().delete()
+    days = {}
+    for row in (
+        Order.objects.annotate(day=TruncDate("created_at"))
+        .values("day", "currency", "status")
+        .annotate(n=Count("id"), total=Sum("total"))
+    ):
+        stats = days.setdefault(
+            (row["day"], row["currency"]), DailyOrderStats(day=row["day"], currency=row["currency"])
+        )
+        stats.placed += row["n"]
+        if row["status"] in REVENUE_STATES:
+            stats.confirmed += row["n"]
+            stats.revenue += row["total"]
+        elif row["status"] == OrderStatus.CANCELLED:
+            stats.cancelled += row["n"]
+    DailyOrderStats.objects.bulk_create(days.values())
+    OrderStatusCount.objects.bulk_create(
+        OrderStatusCount(status=row["status"], count=row["n"])
+        for row in Order.objects.values("status").annotate(n=Count("id"))
+    )
+    ProductSalesStats.objects.bulk_create(
+        ProductSalesStats(product_id=row["product_id"], units=row["units"], revenue=row["revenue"])
+        for row in OrderLine.objects.filter(order__status__in=REVENUE_STATES)
+        .values("product_id")
+        .annotate(units=Sum("quantity"), revenue=Sum("line_total"))
+    )
+    failures = {}
+    for payload in AuditEvent.objects.filter(event="step_failed").values_list("payload", flat=True):
+        step = (payload or {}).get("step")
+        if step:
+            failures[step] = failures.get(step, 0) + 1
+    StepFailureStats.objects.bulk_create(StepFailureStats(step=s, failures=n) for s, n in failures.items())
+
+
+def snapshot():
+    """Every figure of the read model, comparable between incremental and rebuilt."""
+    return {
+        "days": sorted(
+            (d.day, d.currency, d.placed, d.confirmed, d.cancelled, d.revenue)
+            for d in DailyOrderStats.objects.all()
+            if d.placed or d.confirmed or d.cancelled or d.revenue
+        ),
+        "statuses": sorted((s.status, s.count) for s in OrderStatusCount.objects.exclude(count=0)),
+        "products": sorted(
+            (p.product_id, p.units, p.revenue) for p in ProductSalesStats.objects.exclude(units=0, revenue=0)
+        ),
+        "failures": sorted((f.step, f.failures) for f in StepFailureStats.objects.exclude(failures=0)),
+    }
+
+
+def order_analytics(*, days=30, top=10):
+    """The figures staff see: status breakdown, per-day totals, AOV, top products, failure rates."""
+    since = timezone.now().date() - timedelta(days=days - 1)
+    daily = list(DailyOrderStats.objects.filter(day__gte=since).order_by("-day", "currency"))
+    placed = sum(d.placed for d in DailyOrderStats.objects.all())
+    totals = {}
+    for d in DailyOrderStats.objects.values("currency").annotate(confirmed=Sum("confirmed"), revenue=Sum("revenue")):
+        totals[d["currency"]] = d
+    return {
+        "status_breakdown": {s.status: s.count for s in OrderStatusCount.objects.order_by("status") if s.count},
+        "days": [
+            {
+                "day": d.day,
+                "currency": d.currency,
+                "placed": d.placed,
+                "confirmed": d.confirmed,
+                "cancelled": d.cancelled,
+                "revenue": d.revenue,
+            }
+            for d in daily
+        ],
+        "average_order_value": {
+            currency: (t["revenue"] / t["confirmed"]).quantize(Decimal("0.01")) if t["confirmed"] else Decimal("0.00")
+            for currency, t in totals.items()
+        },
+        "top_products": [
+            {"sku": p.product.sku, "name": p.product.name, "units": p.units, "revenue": p.revenue}
+            for p in ProductSalesStats.objects.select_related("product").filter(units__gt=0).order_by("-units")[:top]
+        ],
+        "sagas_started": placed,
+        "failure_rate_by_step": {
+            f.step: {"failures": f.failures, "rate": round(f.failures / placed, 4) if placed else 0.0}
+            for f in StepFailureStats.objects.order_by("step")
+        },
+    }
