@@ -1,6 +1,12 @@
-from django.contrib import admin
+from datetime import timedelta
+
+from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
 
 from .models import Product, Reservation, ReservationLine, StockLevel
+from .services import reservation_release
 
 
 class StockLevelInline(admin.StackedInline):
@@ -48,15 +54,65 @@ class ReservationLineInline(admin.TabularInline):
         return False
 
 
+class ReservationStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("active", "Active"),
+            ("expiring", "Expiring within 5 min"),
+            ("overdue", "Past expiry, still held"),
+            ("expired", "Expired"),
+            ("released", "Released"),
+            ("committed", "Committed (shipped)"),
+        ]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        value = self.value()
+        if value == "expiring":
+            return queryset.filter(status="active", expires_at__gt=now, expires_at__lte=now + timedelta(minutes=5))
+        if value == "overdue":
+            return queryset.filter(status="active", expires_at__lte=now)
+        if value in ("active", "expired", "released", "committed"):
+            return queryset.filter(status=value)
+        return queryset
+
+
 @admin.register(Reservation)
 class ReservationAdmin(admin.ModelAdmin):
-    list_display = ["id", "order", "status", "expires_at", "created_at"]
-    list_filter = ["status", "created_at"]
-    search_fields = ["order__public_id", "order__customer__email"]
-    raw_id_fields = ["order"]
+    list_display = ["id", "order_link", "status", "expires_at", "created_at"]
+    list_filter = [ReservationStateFilter, "created_at"]
+    search_fields = ["=order__public_id", "order__customer__email"]
     readonly_fields = ["order", "status", "expires_at", "created_at", "updated_at"]
     list_select_related = ["order"]
+    show_full_result_count = False
     inlines = [ReservationLineInline]
+    actions = ["release"]
+
+    @admin.display(description="order")
+    def order_link(self, reservation):
+        url = reverse("admin:orders_order_change", args=[reservation.order_id])
+        return format_html('<a href="{}">{}</a>', url, reservation.order.public_id)
+
+    @admin.action(description="Release the held stock", permissions=["release"])
+    def release(self, request, queryset):
+        released = 0
+        for reservation in queryset:
+            if reservation_release(reservation=reservation):
+                released += 1
+            else:
+                self.message_user(
+                    request,
+                    f"Reservation {reservation.pk} is {reservation.status}: nothing to release.",
+                    messages.WARNING,
+                )
+        if released:
+            self.message_user(request, f"Released {released} reservation(s).", messages.SUCCESS)
+
+    def has_release_permission(self, request):
+        return request.user.has_perm("catalog.release_reservation")
 
     def has_add_permission(self, request):
         return False

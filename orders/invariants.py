@@ -111,6 +111,7 @@ def sagas_are_terminal_or_on_time(now=None):
         ],
         SagaStatus.COMPENSATED: [OrderStatus.CANCELLED],
         SagaStatus.FAILED: [OrderStatus.NEEDS_ATTENTION],
+        SagaStatus.RESOLVED: [OrderStatus.CANCELLED],
     }
     for status, order_states in expected.items():
         for saga in (

@@ -136,10 +136,25 @@ class Order(FSMModelMixin, models.Model):
     def flag_for_attention(self):
         """A compensation failed for good, or a step kept crashing: an operator must act."""
 
-    @transition(field=status, source=OrderStatus.NEEDS_ATTENTION, target=RETURN_VALUE(*IN_PROGRESS))
+    @transition(
+        field=status,
+        source=OrderStatus.NEEDS_ATTENTION,
+        target=RETURN_VALUE(*IN_PROGRESS),
+        permission="orders.retry_saga",
+    )
     def resume(self, state):
         """An operator retries the saga: back to the state of its last completed step."""
         return state
+
+    @transition(
+        field=status,
+        source=OrderStatus.NEEDS_ATTENTION,
+        target=OrderStatus.CANCELLED,
+        permission="orders.retry_saga",
+    )
+    def resolve(self, note):
+        """An operator settled the order by hand (refunded, restocked…) and closes it."""
+        self.cancel_reason = note[:255]
 
 
 class OrderLine(models.Model):
@@ -172,6 +187,7 @@ class SagaStatus(models.TextChoices):
     COMPLETED = "completed", "Completed"
     COMPENSATED = "compensated", "Compensated"
     FAILED = "failed", "Failed"
+    RESOLVED = "resolved", "Resolved by an operator"
 
 
 ACTIVE_SAGA_STATUSES = [SagaStatus.PENDING, SagaStatus.RUNNING, SagaStatus.COMPENSATING]
@@ -213,6 +229,14 @@ class SagaRun(models.Model):
     @property
     def is_active(self):
         return self.status in ACTIVE_SAGA_STATUSES
+
+
+class FailedSaga(SagaRun):
+    """The admin's view of sagas that need an operator (see ``FailedSagaAdmin``)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "failed saga"
 
 
 class StepKind(models.TextChoices):

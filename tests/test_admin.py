@@ -30,6 +30,7 @@ def test_every_model_is_registered():
 def test_changelist_and_change_pages_render(superuser_client, model):
     order = place_order(products=[ProductFactory()])
     audit_record(obj=order, event="placed")
+    type(order.saga).objects.filter(pk=order.saga.pk).update(status="failed")  # so FailedSaga lists it
     url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
     assert superuser_client.get(url).status_code == 200
     assert superuser_client.get(url, {"q": "x"}).status_code == 200

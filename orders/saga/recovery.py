@@ -149,3 +149,27 @@ def saga_compensate(saga_id, *, reason) -> str:
             return "cancel requested: compensation starts when the running step finishes"
         engine.begin_compensation(saga, reason=reason, error="compensation started by an operator")
     return "compensating"
+
+
+def saga_resolve(saga_id, *, note) -> str:
+    """Operator: a failed saga was settled by hand; close it with a note (order ``cancelled``)."""
+    from audit.services import audit_record
+
+    note = (note or "").strip()
+    if not note:
+        raise SagaActionError("A note saying what was done by hand is required.")
+    with transaction.atomic():
+        saga = engine._lock(saga_id)
+        if saga is None:
+            raise SagaActionError(f"No saga {saga_id}.")
+        if saga.status != SagaStatus.FAILED:
+            raise SagaActionError(f"Saga is {saga.status}: only failed sagas can be marked resolved.")
+        order = engine._lock_order(saga)
+        order.resolve(note)
+        order.save(update_fields=["status", "cancel_reason", "updated_at"])
+        saga.status, saga.finished_at = SagaStatus.RESOLVED, timezone.now()
+        saga.save(update_fields=["status", "finished_at", "updated_at"])
+        audit_record(
+            obj=saga, event="saga_resolved", to_state=saga.status, payload={"note": note}, order_id=order.public_id
+        )
+    return "resolved"
