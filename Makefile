@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
-.PHONY: install run test lint format migrate clean
+.PHONY: install run test lint format migrate clean chromium
 
 $(STAMP): requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,13 +24,17 @@ run: migrate
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start --procfile Procfile
 
 ## The whole suite: lint, Django checks, then pytest against PostgreSQL and Redis.
-test: install
+test: install chromium
 	$(BIN)/python tests/check_services.py
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	DJANGO_SETTINGS_MODULE=config.settings_test $(BIN)/python manage.py check --fail-level WARNING
 	DJANGO_SETTINGS_MODULE=config.settings_test $(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/pytest --create-db $(PYTEST_ARGS)
+
+## Browser tests drive Debian's chromium (Playwright cannot download its own browser here).
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 lint: install
 	$(BIN)/ruff check .

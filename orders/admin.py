@@ -107,6 +107,9 @@ class OrderAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        return False  # every change goes through an action (a service), never through the form
+
     def has_delete_permission(self, request, obj=None):
         return False
 

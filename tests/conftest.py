@@ -33,3 +33,22 @@ def saga_worker():
     ) as worker:
         yield worker
     app.control.purge()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_stray_connections(django_db_setup, django_db_blocker):
+    """Before the test database is dropped, end sessions that test threads left open.
+
+    The live server, the worker and the concurrency tests run ORM code in other
+    threads; a connection one of them still holds would stop the drop.
+    """
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )

@@ -91,10 +91,13 @@ def test_audit_trail_of_a_saga_and_analytics_match_a_rebuild():
     assert trail[0] == "saga_started"
     assert {"mark_reserved", "mark_paid", "mark_shipment_created", "confirm", "saga_completed"} <= set(trail)
 
+    # The read model is updated just after each commit: wait for the last update to land.
+    expected_statuses = {"confirmed": 1, "delivered": 1, "cancelled": 3}
+    wait_until(lambda: dict(analytics.snapshot()["statuses"]) == expected_statuses, message="read model settled")
     incremental = analytics.snapshot()
     analytics.rebuild()
     assert analytics.snapshot() == incremental
-    assert dict(incremental["statuses"]) == {"confirmed": 1, "delivered": 1, "cancelled": 3}
+    assert dict(incremental["statuses"]) == expected_statuses
     [(_, _, placed, confirmed, cancelled, revenue)] = incremental["days"]
     assert (placed, confirmed, cancelled, revenue) == (5, 2, 3, Decimal("130.00"))
     assert dict(incremental["failures"]) == {"process_payment": 1, "reserve_inventory": 1}
