@@ -45,9 +45,10 @@ def saga_event_recorded(signal, sender, saga, order, step=None, error="", **kwar
     )
 
 
+# Started and succeeded steps are already in the trail as the order's own
+# transitions (mark_reserved, mark_paid, …) and in the saga's step rows; the
+# trail records what an operator looks for: failures and how sagas ended.
 SAGA_SIGNALS = {
-    saga_signals.saga_started: "saga_started",
-    saga_signals.step_succeeded: "step_succeeded",
     saga_signals.step_failed: "step_failed",
     saga_signals.saga_completed: "saga_completed",
     saga_signals.saga_compensated: "saga_compensated",

@@ -127,8 +127,8 @@ def reservation_commit(*, reservation) -> bool:
     return True
 
 
-def reservation_hold(*, reservation) -> None:
-    """Keep the stock until the order ships or is cancelled (the order is paid)."""
-    Reservation.objects.filter(pk=reservation.pk, status=ReservationStatus.ACTIVE).update(
+def reservation_hold(*, order) -> None:
+    """Keep the order's stock until it ships or is cancelled (the order is paid): one UPDATE."""
+    Reservation.objects.filter(order=order, status=ReservationStatus.ACTIVE).update(
         expires_at=None, updated_at=timezone.now()
     )

@@ -1,8 +1,7 @@
 """The order analytics read model: incremental updates and a rebuild from scratch.
 
-Incremental updates run after the transaction that caused them commits, as
-single-statement ``UPDATE … SET x = x + n`` (so hot rows are locked for one
-statement, not for a saga step's transaction). ``rebuild`` recomputes every
+Incremental updates run inside the transaction that changes the order, as
+single-statement ``UPDATE … SET x = x + n`` on counter rows. ``rebuild`` recomputes every
 figure from the orders and the audit trail; a test checks both agree.
 """
 
@@ -10,7 +9,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Sum
+from django.db.models import Case, Count, F, Sum, Value, When
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -41,17 +40,26 @@ def _bump(model, lookup, **deltas):
     model.objects.filter(**lookup).update(**updates)
 
 
-def order_placed(order_id):
-    order = Order.objects.only("created_at", "currency", "status").get(pk=order_id)
+def _move_status(source, target):
+    """``source`` count - 1 and ``target`` count + 1 in one statement (rows locked in index order)."""
+    updated = OrderStatusCount.objects.filter(status__in=[source, target]).update(
+        count=F("count") + Case(When(status=source, then=Value(-1)), default=Value(1))
+    )
+    if updated < 2:  # a status never counted before: its row starts here
+        present = set(OrderStatusCount.objects.filter(status__in=[source, target]).values_list("status", flat=True))
+        for status, delta in ((source, -1), (target, 1)):
+            if status not in present:
+                _bump(OrderStatusCount, {"status": status}, count=delta)
+
+
+def order_placed(order):
     _bump(DailyOrderStats, {"day": order.created_at.date(), "currency": order.currency}, placed=1)
     _bump(OrderStatusCount, {"status": OrderStatus.PENDING}, count=1)
 
 
-def order_moved(order_id, source, target):
-    _bump(OrderStatusCount, {"status": source}, count=-1)
-    _bump(OrderStatusCount, {"status": target}, count=1)
+def order_moved(order, source, target):
+    _move_status(source, target)
     was, now = source in REVENUE_STATES, target in REVENUE_STATES
-    order = Order.objects.only("created_at", "currency", "total").get(pk=order_id)
     day = {"day": order.created_at.date(), "currency": order.currency}
     if target == OrderStatus.CANCELLED:
         _bump(DailyOrderStats, day, cancelled=1)
@@ -59,7 +67,7 @@ def order_moved(order_id, source, target):
         return
     sign = 1 if now else -1
     _bump(DailyOrderStats, day, confirmed=sign, revenue=sign * order.total)
-    for line in OrderLine.objects.filter(order_id=order_id).only("product_id", "quantity", "line_total"):
+    for line in OrderLine.objects.filter(order_id=order.pk).only("product_id", "quantity", "line_total"):
         _bump(
             ProductSalesStats,
             {"product_id": line.product_id},
@@ -93,9 +101,9 @@ def rebuild():
         elif row["status"] == OrderStatus.CANCELLED:
             stats.cancelled += row["n"]
     DailyOrderStats.objects.bulk_create(days.values())
+    counts = dict(Order.objects.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
     OrderStatusCount.objects.bulk_create(
-        OrderStatusCount(status=row["status"], count=row["n"])
-        for row in Order.objects.values("status").annotate(n=Count("id"))
+        OrderStatusCount(status=status, count=counts.get(status, 0)) for status in OrderStatus.values
     )
     ProductSalesStats.objects.bulk_create(
         ProductSalesStats(product_id=row["product_id"], units=row["units"], revenue=row["revenue"])

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db import connection
 from django.utils.module_loading import import_string
 
 
@@ -72,39 +71,80 @@ class FakeGateway(PaymentGateway):
         if connection.in_atomic_block:
             raise RuntimeError("The payment gateway must not be called inside a database transaction.")
 
-    def _record(self, *, idempotency_key, kind, token, amount, currency):
+    def _record(self, *, idempotency_key, kind, token, amount, currency, succeed_now, reference):
+        """Insert the attempt, or count one more on the existing key: one statement.
+
+        ``succeed_now`` settles a first attempt that cannot fail in the same
+        statement; a replay keeps whatever the first attempt stored.
+        """
+        from django.utils import timezone
+
         from .models import FakeGatewayCharge
 
-        try:
-            row, _ = FakeGatewayCharge.objects.get_or_create(
-                idempotency_key=idempotency_key,
-                defaults={"kind": kind, "token": token, "amount": amount, "currency": currency},
+        table = FakeGatewayCharge._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (idempotency_key, kind, token, amount, currency, reference, succeeded, attempts, "
+                "created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, 1, %s) "
+                f"ON CONFLICT (idempotency_key) DO UPDATE SET attempts = {table}.attempts + 1 "
+                "RETURNING id, attempts, succeeded, reference, amount, currency, token",
+                [
+                    idempotency_key,
+                    kind,
+                    token,
+                    amount,
+                    currency,
+                    reference if succeed_now else "",
+                    succeed_now,
+                    timezone.now(),
+                ],
             )
-        except IntegrityError:  # a concurrent call with the same key won the insert
-            row = FakeGatewayCharge.objects.get(idempotency_key=idempotency_key)
-        FakeGatewayCharge.objects.filter(pk=row.pk).update(attempts=F("attempts") + 1)
-        row.refresh_from_db()
+            row_id, attempts, succeeded, ref, amount, currency, token = cursor.fetchone()
+        return FakeGatewayCharge(
+            id=row_id,
+            idempotency_key=idempotency_key,
+            kind=kind,
+            token=token,
+            amount=amount,
+            currency=currency,
+            reference=ref,
+            succeeded=succeeded,
+            attempts=attempts,
+        )
+
+    def _succeed(self, row, reference):
+        from .models import FakeGatewayCharge
+
+        FakeGatewayCharge.objects.filter(pk=row.pk).update(succeeded=True, reference=reference)
+        row.succeeded, row.reference = True, reference
         return row
 
     @staticmethod
     def _reference(prefix, key):
         return f"{prefix}_{hashlib.sha256(key.encode()).hexdigest()[:20]}"
 
+    FAILING_TOKENS = {"tok_declined", "tok_timeout", "tok_flaky"}
+
     def charge(self, *, idempotency_key, token, amount, currency):
         self._guard()
+        reference = self._reference("ch", idempotency_key)
         row = self._record(
-            idempotency_key=idempotency_key, kind="charge", token=token, amount=amount, currency=currency
+            idempotency_key=idempotency_key,
+            kind="charge",
+            token=token,
+            amount=amount,
+            currency=currency,
+            succeed_now=token not in self.FAILING_TOKENS,
+            reference=reference,
         )
         if row.succeeded:
-            return ChargeResult(row.reference, row.amount, row.currency)
+            return ChargeResult(row.reference, Decimal(str(row.amount)), row.currency)
         if token == "tok_declined":
             raise PaymentDeclined("card_declined", "The card was declined.")
         if token == "tok_timeout" or (token == "tok_flaky" and row.attempts <= self.FLAKY_FAILURES):
             raise GatewayError("The payment gateway timed out.")
-        with transaction.atomic():
-            row.succeeded, row.reference = True, self._reference("ch", idempotency_key)
-            row.save(update_fields=["succeeded", "reference"])
-        return ChargeResult(row.reference, row.amount, row.currency)
+        self._succeed(row, reference)
+        return ChargeResult(row.reference, Decimal(str(row.amount)), row.currency)
 
     def find_charge(self, *, idempotency_key):
         self._guard()
@@ -120,13 +160,19 @@ class FakeGateway(PaymentGateway):
         charge = FakeGatewayCharge.objects.filter(reference=charge_reference, kind="charge", succeeded=True).first()
         if charge is None:
             raise PaymentDeclined("no_such_charge", f"No charge {charge_reference}.")
+        reference = self._reference("re", idempotency_key)
+        fails = charge.token == "tok_refund_fails"
         row = self._record(
-            idempotency_key=idempotency_key, kind="refund", token=charge.token, amount=amount, currency=currency
+            idempotency_key=idempotency_key,
+            kind="refund",
+            token=charge.token,
+            amount=amount,
+            currency=currency,
+            succeed_now=not fails,
+            reference=reference,
         )
         if row.succeeded:
             return row.reference
-        if charge.token == "tok_refund_fails":
+        if fails:
             raise GatewayError("The payment gateway timed out.")
-        row.succeeded, row.reference = True, self._reference("re", idempotency_key)
-        row.save(update_fields=["succeeded", "reference"])
-        return row.reference
+        return self._succeed(row, reference).reference

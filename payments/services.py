@@ -36,11 +36,15 @@ def payment_record_failure(*, order, amount, currency, gateway, idempotency_key,
     return payment
 
 
-def payment_charge(*, order, idempotency_key) -> Payment:
-    """Charge the order's total. Raises ``PaymentDeclined`` or ``GatewayError``."""
+def payment_gateway_charge(*, order, idempotency_key):
+    """Charge the order's total at the gateway (outside any transaction); returns the ``ChargeResult``.
+
+    A decline is recorded as a failed payment and re-raised as ``PaymentDeclined``;
+    a ``GatewayError`` records nothing (retry with the same key).
+    """
     gateway = get_gateway()
     try:
-        result = gateway.charge(
+        return gateway.charge(
             idempotency_key=idempotency_key, token=order.payment_token, amount=order.total, currency=order.currency
         )
     except PaymentDeclined as exc:
@@ -54,11 +58,16 @@ def payment_charge(*, order, idempotency_key) -> Payment:
             message=exc.message,
         )
         raise
+
+
+def payment_charge(*, order, idempotency_key) -> Payment:
+    """Charge the order's total and record it. Raises ``PaymentDeclined`` or ``GatewayError``."""
+    result = payment_gateway_charge(order=order, idempotency_key=idempotency_key)
     return payment_record_capture(
         order=order,
         amount=result.amount,
         currency=result.currency,
-        gateway=gateway.name,
+        gateway=get_gateway().name,
         reference=result.reference,
         idempotency_key=idempotency_key,
     )

@@ -7,8 +7,8 @@ Every call carries an idempotency key: the same key books one parcel.
 import hashlib
 
 from django.conf import settings
-from django.db import IntegrityError, connection
-from django.db.models import F
+from django.db import connection
+from django.utils import timezone
 from django.utils.module_loading import import_string
 
 
@@ -46,37 +46,47 @@ class FakeCarrier(Carrier):
     name = "fake"
     FLAKY_FAILURES = 2
 
-    def _row(self, idempotency_key):
-        from .models import FakeCarrierBooking
-
+    def _guard(self):
         if connection.in_atomic_block:
             raise RuntimeError("The carrier must not be called inside a database transaction.")
-        try:
-            row, _ = FakeCarrierBooking.objects.get_or_create(idempotency_key=idempotency_key)
-        except IntegrityError:
-            row = FakeCarrierBooking.objects.get(idempotency_key=idempotency_key)
-        return row
+
+    def _attempt(self, idempotency_key, tracking_number):
+        """Insert the booking attempt, or count one more: one statement. Returns (attempts, tracking number)."""
+        from .models import FakeCarrierBooking
+
+        table = FakeCarrierBooking._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (idempotency_key, tracking_number, cancelled, succeeded, attempts, created_at) "
+                "VALUES (%s, %s, false, %s, 1, %s) "
+                f"ON CONFLICT (idempotency_key) DO UPDATE SET attempts = {table}.attempts + 1 "
+                "RETURNING attempts, succeeded, tracking_number",
+                [idempotency_key, tracking_number or "", bool(tracking_number), timezone.now()],
+            )
+            return cursor.fetchone()
 
     def book(self, *, idempotency_key, address, parcels):
         from .models import FakeCarrierBooking
 
-        row = self._row(idempotency_key)
-        if row.succeeded:
-            return row.tracking_number
-        FakeCarrierBooking.objects.filter(pk=row.pk).update(attempts=F("attempts") + 1)
-        row.refresh_from_db()
-        if address.get("postal_code") == "00000":
-            raise AddressRejected("The carrier does not deliver to this postal code.")
+        self._guard()
+        tracking_number = "FK" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:12].upper()
         city = address.get("city", "")
-        if city == "Nowhere" or (city == "Flakyville" and row.attempts <= self.FLAKY_FAILURES):
+        rejected = address.get("postal_code") == "00000"
+        certain = not rejected and city not in ("Nowhere", "Flakyville")
+        attempts, succeeded, booked = self._attempt(idempotency_key, tracking_number if certain else "")
+        if succeeded:
+            return booked
+        if rejected:
+            raise AddressRejected("The carrier does not deliver to this postal code.")
+        if city == "Nowhere" or (city == "Flakyville" and attempts <= self.FLAKY_FAILURES):
             raise CarrierUnavailable("The carrier's booking service is unavailable.")
-        row.succeeded = True
-        row.tracking_number = "FK" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:12].upper()
-        row.save(update_fields=["succeeded", "tracking_number"])
-        return row.tracking_number
+        FakeCarrierBooking.objects.filter(idempotency_key=idempotency_key).update(
+            succeeded=True, tracking_number=tracking_number
+        )
+        return tracking_number
 
     def cancel(self, *, idempotency_key):
         from .models import FakeCarrierBooking
 
-        row = self._row(idempotency_key)
-        FakeCarrierBooking.objects.filter(pk=row.pk).update(cancelled=True)
+        self._guard()
+        FakeCarrierBooking.objects.filter(idempotency_key=idempotency_key).update(cancelled=True)

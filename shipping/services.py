@@ -7,17 +7,29 @@ from .carriers import get_carrier
 from .models import Shipment, ShipmentStatus
 
 
-def shipment_create(*, order, idempotency_key) -> Shipment:
-    """Book a parcel for ``order``. Raises ``AddressRejected`` or ``CarrierUnavailable``."""
-    carrier = get_carrier()
+def shipment_book(*, order, idempotency_key) -> str:
+    """Book the parcel with the carrier (outside any transaction); returns the tracking number.
+
+    Raises ``AddressRejected`` or ``CarrierUnavailable``.
+    """
     parcels = [{"sku": line.sku, "quantity": line.quantity} for line in order.lines.all()]
-    tracking_number = carrier.book(idempotency_key=idempotency_key, address=order.shipping_address, parcels=parcels)
+    return get_carrier().book(idempotency_key=idempotency_key, address=order.shipping_address, parcels=parcels)
+
+
+def shipment_record(*, order, idempotency_key, tracking_number) -> Shipment:
+    """Record the booked parcel (idempotent on ``idempotency_key``)."""
     with transaction.atomic():
         shipment, _ = Shipment.objects.get_or_create(
             idempotency_key=idempotency_key,
-            defaults={"order": order, "carrier": carrier.name, "tracking_number": tracking_number},
+            defaults={"order": order, "carrier": get_carrier().name, "tracking_number": tracking_number},
         )
     return shipment
+
+
+def shipment_create(*, order, idempotency_key) -> Shipment:
+    """Book a parcel for ``order`` and record it. Raises ``AddressRejected`` or ``CarrierUnavailable``."""
+    tracking_number = shipment_book(order=order, idempotency_key=idempotency_key)
+    return shipment_record(order=order, idempotency_key=idempotency_key, tracking_number=tracking_number)
 
 
 def shipment_cancel(*, order) -> Shipment | None:

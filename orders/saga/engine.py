@@ -126,8 +126,11 @@ def saga_create(*, order, definition=ORDER_FULFILMENT) -> SagaRun:
 
 
 # --- locking helpers --------------------------------------------------------------
-def _lock(saga_id):
-    return SagaRun.objects.select_for_update().select_related("order").filter(pk=saga_id).first()
+def _lock(saga_id, *, with_order=False):
+    """The saga row, locked; ``with_order`` locks its order row in the same query."""
+    qs = SagaRun.objects.select_related("order")
+    qs = qs.select_for_update(of=("self", "order")) if with_order else qs.select_for_update(of=("self",))
+    return qs.filter(pk=saga_id).first()
 
 
 def _lock_step(saga, kind, name):
@@ -220,19 +223,17 @@ def run_forward(saga_id, name, task_id=None):
             log.warning("saga %s does not exist; dropping step %s", saga_id, name)
             return STOP
         spec = definition_of(saga).step(name)
-        step = _lock_step(saga, StepKind.FORWARD, name)
+        # Every forward step in one query; the saga row lock guards them all.
+        forward = list(saga.steps.filter(kind=StepKind.FORWARD).order_by("position"))
+        step = next(s for s in forward if s.name == name)
         if saga.status not in (SagaStatus.PENDING, SagaStatus.RUNNING) or step.status == StepStatus.FAILED:
             return STOP
         if step.status == StepStatus.SUCCEEDED:
             # A redelivery. Go on only if the next step never started (the
             # crash came after our commit but before the chain sent it).
-            later = saga.steps.filter(kind=StepKind.FORWARD, position=step.position + 1).first()
+            later = forward[step.position + 1] if step.position + 1 < len(forward) else None
             return CONTINUE if later is not None and later.status == StepStatus.PENDING else STOP
-        if (
-            saga.steps.filter(kind=StepKind.FORWARD, position__lt=step.position)
-            .exclude(status=StepStatus.SUCCEEDED)
-            .exists()
-        ):
+        if any(s.status != StepStatus.SUCCEEDED for s in forward[: step.position]):
             log.warning("saga=%s step=%s delivered before the steps it follows; dropping", saga.pk, name)
             return STOP
         outcome = _claim(saga, step, task_id, now)
@@ -260,14 +261,14 @@ def run_forward(saga_id, name, task_id=None):
 
     with transaction.atomic():
         now = timezone.now()
-        saga = _lock(saga_id)
-        step = _lock_step(saga, StepKind.FORWARD, name)
+        saga = _lock(saga_id, with_order=True)
+        step = SagaStep.objects.get(saga=saga, kind=StepKind.FORWARD, name=name)
         if step.status != StepStatus.RUNNING or step.task_id != (task_id or ""):
             return STOP  # another delivery took the step over; it goes on from here
+        order = saga.order
         if spec.local:
             try:
-                with transaction.atomic():
-                    result = spec.action(order, key)
+                result = spec.action(order, key)  # atomic itself: a failure leaves nothing behind
             except StepFailed as exc:
                 failure = exc
             except Exception as exc:
@@ -291,6 +292,7 @@ def run_forward(saga_id, name, task_id=None):
                 begin_compensation(saga, reason=failure.reason, error=f"{name}: {failure}")
             return STOP
 
+        result = spec.record(order, key, result)
         step.status = StepStatus.SUCCEEDED
         step.result = result or {}
         step.error = ""
@@ -298,9 +300,7 @@ def run_forward(saga_id, name, task_id=None):
         step.save(update_fields=["status", "result", "error", "finished_at"])
         if saga.status != SagaStatus.RUNNING:
             return STOP  # the saga moved on (it is compensating); this late result is only recorded
-        order = _lock_order(saga)
         getattr(order, spec.advance)()
-        spec.on_success(order, result)
         order.save(update_fields=["status", "updated_at"])
         emit(signals.step_succeeded, saga, name)
         if step.position == len(definition_of(saga).steps) - 1:

@@ -5,6 +5,8 @@ the order and the step, and turns that app's errors into the saga's: a
 ``StepFailed`` for a business failure, anything else is retried.
 """
 
+from decimal import Decimal
+
 from django.db import transaction
 
 from catalog.models import Reservation
@@ -16,10 +18,10 @@ from notifications.services import (
     notification_send,
     order_email_context,
 )
-from payments.gateways import PaymentDeclined
-from payments.services import payment_charge, payment_refund
+from payments.gateways import PaymentDeclined, get_gateway
+from payments.services import payment_gateway_charge, payment_record_capture, payment_refund
 from shipping.carriers import AddressRejected
-from shipping.services import shipment_cancel, shipment_create
+from shipping.services import shipment_book, shipment_cancel, shipment_record
 
 from .definition import SagaDefinition, Step, StepFailed
 
@@ -42,14 +44,23 @@ def release_inventory(order, key):
 # --- process_payment / refund_payment --------------------------------------------
 def process_payment(order, key):
     try:
-        payment = payment_charge(order=order, idempotency_key=key)
+        charge = payment_gateway_charge(order=order, idempotency_key=key)
     except PaymentDeclined as exc:
         raise StepFailed("Your payment was declined.", str(exc)) from exc
+    return {"reference": charge.reference, "amount": str(charge.amount), "currency": charge.currency}
+
+
+def record_payment(order, key, result):
+    payment = payment_record_capture(
+        order=order,
+        amount=Decimal(result["amount"]),
+        currency=result["currency"],
+        gateway=get_gateway().name,
+        reference=result["reference"],
+        idempotency_key=key,
+    )
+    reservation_hold(order=order)  # paid: the stock is kept until it ships or the order is cancelled
     return {"payment_id": payment.pk, "reference": payment.gateway_reference}
-
-
-def hold_stock_for_paid_order(order, result):
-    reservation_hold(reservation=order.reservation)
 
 
 def refund_payment(order, key):
@@ -60,9 +71,13 @@ def refund_payment(order, key):
 # --- create_shipment / cancel_shipment -------------------------------------------
 def create_shipment(order, key):
     try:
-        shipment = shipment_create(order=order, idempotency_key=key)
+        return {"tracking_number": shipment_book(order=order, idempotency_key=key)}
     except AddressRejected as exc:
         raise StepFailed("The carrier cannot deliver to this address.", str(exc)) from exc
+
+
+def record_shipment(order, key, result):
+    shipment = shipment_record(order=order, idempotency_key=key, tracking_number=result["tracking_number"])
     return {"shipment_id": shipment.pk, "tracking_number": shipment.tracking_number}
 
 
@@ -119,7 +134,7 @@ ORDER_FULFILMENT = SagaDefinition(
             "refund_payment",
             refund_payment,
             advance="mark_paid",
-            on_success=hold_stock_for_paid_order,
+            record=record_payment,
             time_limit=60,
         ),
         Step(
@@ -128,6 +143,7 @@ ORDER_FULFILMENT = SagaDefinition(
             "cancel_shipment",
             cancel_shipment,
             advance="mark_shipment_created",
+            record=record_shipment,
             time_limit=30,
         ),
         Step(

@@ -119,7 +119,7 @@ def test_expire_only_after_the_hold_ran_out():
 def test_a_held_reservation_never_expires():
     product = ProductFactory(on_hand=5)
     reservation = stock_reserve(order=place_order(products=[product], quantity=2))
-    reservation_hold(reservation=reservation)
+    reservation_hold(order=reservation.order)
     reservation.refresh_from_db()
     assert reservation.expires_at is None
     assert reservation_expire(reservation=reservation) is False

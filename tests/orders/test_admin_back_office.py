@@ -192,3 +192,30 @@ def test_dashboard_shows_statuses_chart_failures_and_attention(admin_client):
     assert 'id="orders-per-hour"' in html and html.count("<rect") == 24
     assert "1 order needs attention" in html
     assert reverse("admin:orders_failedsaga_changelist") in html
+
+
+@pytest.mark.parametrize("how", ["order id", "email", "sku", "tracking number", "nothing"])
+def test_order_search_by_id_email_sku_or_tracking_number(admin_client, how, django_user_model):
+    target = confirmed_order()
+    other = confirmed_order()
+    term = {
+        "order id": str(target.public_id),
+        "email": target.customer.email.upper(),
+        "sku": target.lines.get().sku,
+        "tracking number": "FK1",
+        "nothing": "no-such-thing",
+    }[how]
+    Shipment.objects.filter(order=other).update(tracking_number="FK2")
+    html = admin_client.get(reverse("admin:orders_order_changelist"), {"q": term}).content.decode()
+    assert (str(target.public_id) in html) is (how != "nothing")
+    assert str(other.public_id) not in html
+
+
+def test_changelist_uses_a_bounded_number_of_queries(admin_client, django_assert_max_num_queries):
+    for _ in range(5):
+        confirmed_order()
+    with django_assert_max_num_queries(8):
+        assert admin_client.get(reverse("admin:orders_order_changelist")).status_code == 200
+    order = confirmed_order()
+    with django_assert_max_num_queries(20):
+        assert admin_client.get(reverse("admin:orders_order_change", args=[order.pk])).status_code == 200
