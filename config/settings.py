@@ -271,6 +271,8 @@ SAGA_SIGNALS_RAISE = env.bool("SAGA_SIGNALS_RAISE", default=DJANGO_ENV == "test"
 
 CELERY_BEAT_SCHEDULE = {
     "redrive-idle-sagas": {"task": "orders.redrive_idle_sagas", "schedule": 60.0},
+    "expire-reservations": {"task": "orders.expire_reservations", "schedule": 60.0},
+    "retry-queued-notifications": {"task": "notifications.retry_queued", "schedule": 300.0},
 }
 
 LOGGING = {

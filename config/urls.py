@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.api_views import LogoutView, TokenCreateView
+from config.health import healthz, readyz
 
 admin.site.site_header = "Fulfilment back office"
 admin.site.site_title = "Fulfilment back office"
@@ -15,6 +16,8 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

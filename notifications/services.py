@@ -110,3 +110,13 @@ def notification_send(*, notification_id) -> Notification:
             notification.save(update_fields=["status", "attempts", "sent_at", "last_error", "updated_at"])
             return notification
     raise failed
+
+
+def notifications_to_retry(*, older_than_seconds=600, max_attempts=10):
+    """Queued notifications nobody sent for a while (a lost task, a long mail outage)."""
+    from datetime import timedelta
+
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    return Notification.objects.filter(
+        status=NotificationStatus.QUEUED, updated_at__lte=cutoff, attempts__lt=max_attempts
+    )

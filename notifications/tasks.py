@@ -46,3 +46,14 @@ def notify_order(self, order_id, template):
         notification_send(notification_id=notification.pk)
     except PermanentDeliveryError:
         logger.warning("notification %s refused for good", notification.pk)
+
+
+@shared_task(name="notifications.retry_queued", soft_time_limit=60, time_limit=90)
+def retry_queued_notifications(limit=500):
+    """Beat: send again the queued notifications whose task was lost or gave up."""
+    from .services import notifications_to_retry
+
+    ids = list(notifications_to_retry().order_by("updated_at").values_list("pk", flat=True)[:limit])
+    for notification_id in ids:
+        send_notification.delay(notification_id)
+    return len(ids)

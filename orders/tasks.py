@@ -52,3 +52,9 @@ for _step in ORDER_FULFILMENT.steps:
 def redrive_idle_sagas():
     """Beat: re-drive sagas whose chain was lost (worker killed, broker restarted)."""
     return recovery.redrive_idle_sagas()
+
+
+@shared_task(name="orders.expire_reservations", soft_time_limit=120, time_limit=150)
+def expire_reservations():
+    """Beat: end unpaid stock holds past their expiry (compensating their sagas)."""
+    return recovery.expire_reservations()

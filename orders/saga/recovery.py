@@ -173,3 +173,34 @@ def saga_resolve(saga_id, *, note) -> str:
             obj=saga, event="saga_resolved", to_state=saga.status, payload={"note": note}, order_id=order.public_id
         )
     return "resolved"
+
+
+def expire_reservations(*, now=None, limit=500) -> dict:
+    """The beat job: unpaid holds past ``expires_at`` end.
+
+    A saga still working on the order is compensated (its release_inventory
+    gives the stock back); otherwise the reservation simply expires.
+    """
+    from catalog.models import Reservation, ReservationStatus
+    from catalog.services import reservation_expire
+
+    now = now or timezone.now()
+    counts = {"compensating": 0, "expired": 0, "skipped": 0}
+    overdue = Reservation.objects.filter(status=ReservationStatus.ACTIVE, expires_at__lte=now).select_related(
+        "order__saga"
+    )
+    for reservation in overdue.order_by("expires_at")[:limit]:
+        saga = getattr(reservation.order, "saga", None)
+        if saga is not None and saga.status in (SagaStatus.PENDING, SagaStatus.RUNNING):
+            try:
+                saga_compensate(saga.pk, reason="We could not complete your order in time.")
+                counts["compensating"] += 1
+            except SagaActionError:
+                counts["skipped"] += 1
+        elif saga is not None and saga.status == SagaStatus.COMPENSATING:
+            counts["skipped"] += 1  # its release_inventory is on the way
+        elif reservation_expire(reservation=reservation):
+            counts["expired"] += 1
+        else:
+            counts["skipped"] += 1
+    return counts

@@ -150,3 +150,31 @@ def test_staff_without_the_permission_cannot_retry(sent, client, django_user_mod
     saga.refresh_from_db()
     assert saga.status == "failed"
     assert sent == []
+
+
+def test_replay_sagas_dry_run_changes_nothing_then_replays(sent, django_capture_on_commit_callbacks):
+    sagas = [failed_saga(place_order()) for _ in range(3)]
+    out = StringIO()
+    call_command("replay_sagas", "--status", "failed", "--since", "2h", "--limit", "2", "--dry-run", stdout=out)
+    assert out.getvalue().count("): would replay") == 2 and "2 saga(s): 2 would replay" in out.getvalue()
+    assert SagaRun.objects.filter(status="failed").count() == 3 and sent == []
+
+    out = StringIO()
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("replay_sagas", "--status", "failed", stdout=out)
+    assert "3 saga(s): 3 retrying" in out.getvalue()
+    assert {names[0] for _, names in sent} == {"process_payment"}
+    assert not SagaRun.objects.filter(pk__in=[s.pk for s in sagas], status="failed").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--status", "lost"], "invalid choice"),
+        (["--status", "failed", "--since", "two hours"], "use a number"),
+        (["--status", "failed", "--limit", "0"], "at least 1"),
+    ],
+)
+def test_replay_sagas_refuses_bad_arguments(argv, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("replay_sagas", *argv)
