@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -273,7 +274,10 @@ CELERY_BEAT_SCHEDULE = {
     "redrive-idle-sagas": {"task": "orders.redrive_idle_sagas", "schedule": 60.0},
     "expire-reservations": {"task": "orders.expire_reservations", "schedule": 60.0},
     "retry-queued-notifications": {"task": "notifications.retry_queued", "schedule": 300.0},
+    "nightly-cleanup": {"task": "orders.nightly_cleanup", "schedule": crontab(hour=3, minute=17)},
 }
+CLEANUP_OLDER_THAN_DAYS = env.int("CLEANUP_OLDER_THAN_DAYS", default=90)
+AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=365)
 
 LOGGING = {
     "version": 1,

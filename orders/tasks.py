@@ -58,3 +58,15 @@ def redrive_idle_sagas():
 def expire_reservations():
     """Beat: end unpaid stock holds past their expiry (compensating their sagas)."""
     return recovery.expire_reservations()
+
+
+@shared_task(name="orders.nightly_cleanup", soft_time_limit=3000, time_limit=3300)
+def nightly_cleanup():
+    """Beat: the retention cleanup (``CLEANUP_OLDER_THAN_DAYS``; audit events are left alone)."""
+    from datetime import timedelta
+
+    from django.conf import settings
+
+    from .cleanup import cleanup
+
+    return cleanup(older_than=timedelta(days=settings.CLEANUP_OLDER_THAN_DAYS))

@@ -1,0 +1,90 @@
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from audit.services import audit_record
+from catalog.models import Reservation
+from catalog.services import reservation_release, stock_reserve
+from notifications.models import Notification
+from notifications.services import notification_queue
+from orders.models import SagaRun, SagaStep
+from orders.saga import engine
+from tests.factories import place_order
+
+pytestmark = pytest.mark.django_db(transaction=True)  # batches commit one by one, as in production
+
+LONG_AGO = timezone.now() - timedelta(days=400)
+
+
+@pytest.fixture(autouse=True)
+def no_broker(monkeypatch):
+    monkeypatch.setattr(engine, "dispatch", lambda saga_id, names: None)
+
+
+def old_finished_order():
+    order = place_order()
+    SagaRun.objects.filter(order=order).update(status="completed", finished_at=LONG_AGO)
+    reservation = stock_reserve(order=order)
+    reservation_release(reservation=reservation)
+    Reservation.objects.filter(pk=reservation.pk).update(updated_at=LONG_AGO)
+    notification = notification_queue(template="t", recipient="a@b.c", context={}, idempotency_key=str(order.pk))
+    Notification.objects.filter(pk=notification.pk).update(status="sent", sent_at=LONG_AGO)
+    audit_record(obj=order, event="old")
+    return order
+
+
+def run(*argv):
+    out = StringIO()
+    call_command("cleanup", *argv, stdout=out)
+    return out.getvalue()
+
+
+def test_dry_run_counts_and_deletes_nothing():
+    old_finished_order()
+    place_order()  # recent and running: kept
+    output = run("--older-than", "90d", "--dry-run")
+    assert "would delete 4 saga steps" in output
+    assert "would delete 1 sent notifications" in output
+    assert "would delete 1 ended reservations" in output
+    assert SagaStep.objects.count() == 8
+
+
+def test_cleanup_deletes_old_finished_details_in_batches():
+    old_finished_order()
+    recent = place_order()
+    output = run("--older-than", "90d", "--batch-size", "3")
+    assert "deleted 4 saga steps" in output
+    assert set(SagaStep.objects.values_list("saga__order_id", flat=True)) == {recent.pk}
+    assert not Notification.objects.filter(status="sent").exists()
+    assert not Reservation.objects.filter(status="released").exists()
+    assert AuditEvent.objects.exists()  # untouched without --include-audit
+
+
+def test_audit_events_need_the_flag_and_the_retention_period():
+    old_finished_order()
+    with pytest.raises(CommandError, match="AUDIT_RETENTION_DAYS"):
+        run("--older-than", "90d", "--include-audit")
+    with connection.cursor() as cursor:  # an event written long ago (inserts are allowed)
+        cursor.execute(
+            "INSERT INTO audit_auditevent (actor_type, actor_label, object_type, object_id, event, from_state, "
+            "to_state, payload, created_at) VALUES ('system', 'system', 'x', '1', 'ancient', '', '', '{}', %s)",
+            [timezone.now() - timedelta(days=800)],
+        )
+    output = run("--older-than", "400d", "--include-audit")
+    assert "deleted 1 audit events" in output
+    assert not AuditEvent.objects.filter(event="ancient").exists()
+    assert AuditEvent.objects.filter(event="old").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["--older-than", "ninety"], "use a number"), (["--older-than", "9d", "--batch-size", "0"], "at least 1")],
+)
+def test_bad_arguments(argv, message):
+    with pytest.raises(CommandError, match=message):
+        run(*argv)
