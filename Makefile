@@ -20,6 +20,7 @@ migrate: install
 
 ## The product: web on http://127.0.0.1:8000, a Celery worker and beat; Ctrl-C stops all three.
 run: migrate
+	rm -rf var/prometheus
 	$(BIN)/python manage.py seed_demo
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start --procfile Procfile
 

@@ -29,6 +29,7 @@ class AuditEvent(models.Model):
     from_state = models.CharField(max_length=32, blank=True, default="")
     to_state = models.CharField(max_length=32, blank=True, default="")
     payload = models.JSONField(default=dict, blank=True)
+    request_id = models.CharField(max_length=128, blank=True, default="", db_index=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

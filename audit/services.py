@@ -11,8 +11,11 @@ def audit_record(
     if obj is not None:
         object_type = object_type or obj._meta.label_lower
         object_id = object_id or str(obj.pk)
+    from config.observability import get_request_id
+
     actor_type, actor, label = current_actor()
     return AuditEvent.objects.create(
+        request_id=get_request_id(),
         actor_type=actor_type,
         actor=actor,
         actor_label=label[:150],

@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.api_views import LogoutView, TokenCreateView
 from config.health import healthz, readyz
+from config.metrics import metrics_view
 
 admin.site.site_header = "Fulfilment back office"
 admin.site.site_title = "Fulfilment back office"
@@ -18,6 +19,7 @@ api_v1 = [
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -12,5 +12,8 @@ class OrdersConfig(AppConfig):
         from .permissions import ensure_support_group
 
         receivers.connect()
+        from config import metrics
+
+        metrics.connect()
         # After every app: the permissions of apps migrated later must exist too.
         post_migrate.connect(ensure_support_group, dispatch_uid="orders.support_group")

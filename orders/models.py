@@ -50,6 +50,7 @@ class Order(FSMModelMixin, models.Model):
     shipping_country = models.CharField(max_length=2)
 
     cancel_reason = models.CharField(max_length=255, blank=True, default="")
+    request_id = models.CharField(max_length=128, blank=True, default="", db_index=True, help_text="X-Request-ID")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from catalog.models import Product
+from config.observability import get_request_id
 
 from .countries import ISO_3166_ALPHA2
 from .models import CANCELLABLE, Order, OrderLine, OrderStatus
@@ -112,6 +113,7 @@ def order_place(
         idempotency_key=idempotency_key or "",
         request_fingerprint=request_fingerprint or "",
         payment_token=payment_token,
+        request_id=get_request_id(),
         **{f"shipping_{field}": value for field, value in address.items()},
     )
     for line in order_lines:

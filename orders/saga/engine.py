@@ -28,6 +28,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from config.observability import get_request_id, set_request_id
 from orders import signals
 from orders.models import Order, OrderStatus, SagaRun, SagaStatus, SagaStep, StepKind, StepStatus
 
@@ -181,7 +182,14 @@ def _start(saga, step, task_id, now):
     step.attempts += 1
     step.save(update_fields=["status", "task_id", "started_at", "next_attempt_at", "attempts", "deliveries"])
     saga.save(update_fields=["status", "started_at", "updated_at"])
-    log.info("step start order=%s saga=%s step=%s attempt=%s", saga.order.public_id, saga.pk, step.name, step.attempts)
+    log.info(
+        "step start order=%s saga=%s step=%s attempt=%s",
+        saga.order.public_id,
+        saga.pk,
+        step.name,
+        step.attempts,
+        extra={"order_id": str(saga.order.public_id), "saga_id": saga.pk, "step": step.name, "attempt": step.attempts},
+    )
 
 
 def _finished(saga, step, now, outcome):
@@ -195,6 +203,14 @@ def _finished(saga, step, now, outcome):
         step.attempts,
         outcome,
         took,
+        extra={
+            "order_id": str(saga.order.public_id),
+            "saga_id": saga.pk,
+            "step": step.name,
+            "attempt": step.attempts,
+            "outcome": outcome,
+            "duration_ms": round(took),
+        },
     )
 
 
@@ -248,6 +264,8 @@ def run_forward(saga_id, name, task_id=None):
             emit(signals.saga_started, saga)
         _start(saga, step, task_id, now)
     order = saga.order
+    if not get_request_id():  # a re-driven task carries no header: the order remembers its id
+        set_request_id(order.request_id)
     key = step_key(order, name)
 
     result = failure = transient = None

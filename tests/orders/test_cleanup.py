@@ -72,7 +72,8 @@ def test_audit_events_need_the_flag_and_the_retention_period():
     with connection.cursor() as cursor:  # an event written long ago (inserts are allowed)
         cursor.execute(
             "INSERT INTO audit_auditevent (actor_type, actor_label, object_type, object_id, event, from_state, "
-            "to_state, payload, created_at) VALUES ('system', 'system', 'x', '1', 'ancient', '', '', '{}', %s)",
+            "to_state, payload, request_id, created_at) "
+            "VALUES ('system', 'system', 'x', '1', 'ancient', '', '', '{}', '', %s)",
             [timezone.now() - timedelta(days=800)],
         )
     output = run("--older-than", "400d", "--include-audit")
