@@ -273,11 +273,24 @@ SAGA_STEP_TIMEOUT_GRACE_SECONDS = env.int("SAGA_STEP_TIMEOUT_GRACE_SECONDS", def
 SAGA_REDRIVE_IDLE_SECONDS = env.int("SAGA_REDRIVE_IDLE_SECONDS", default=120)
 SAGA_SIGNALS_RAISE = env.bool("SAGA_SIGNALS_RAISE", default=DJANGO_ENV == "test")
 
+# Beat's schedule; each interval can be overridden by an environment variable.
 CELERY_BEAT_SCHEDULE = {
-    "redrive-idle-sagas": {"task": "orders.redrive_idle_sagas", "schedule": 60.0},
-    "expire-reservations": {"task": "orders.expire_reservations", "schedule": 60.0},
-    "retry-queued-notifications": {"task": "notifications.retry_queued", "schedule": 300.0},
-    "nightly-cleanup": {"task": "orders.nightly_cleanup", "schedule": crontab(hour=3, minute=17)},
+    "redrive-idle-sagas": {
+        "task": "orders.redrive_idle_sagas",
+        "schedule": env.float("BEAT_REDRIVE_SECONDS", default=60.0),
+    },
+    "expire-reservations": {
+        "task": "orders.expire_reservations",
+        "schedule": env.float("BEAT_EXPIRE_RESERVATIONS_SECONDS", default=60.0),
+    },
+    "retry-queued-notifications": {
+        "task": "notifications.retry_queued",
+        "schedule": env.float("BEAT_RETRY_NOTIFICATIONS_SECONDS", default=300.0),
+    },
+    "nightly-cleanup": {
+        "task": "orders.nightly_cleanup",
+        "schedule": crontab(hour=env.int("BEAT_CLEANUP_HOUR", default=3), minute=17),
+    },
 }
 CLEANUP_OLDER_THAN_DAYS = env.int("CLEANUP_OLDER_THAN_DAYS", default=90)
 AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=365)

@@ -89,3 +89,11 @@ def test_audit_events_need_the_flag_and_the_retention_period():
 def test_bad_arguments(argv, message):
     with pytest.raises(CommandError, match=message):
         run(*argv)
+
+
+def test_the_nightly_beat_job_runs_the_cleanup(settings):
+    from orders.tasks import nightly_cleanup
+
+    old_finished_order()
+    settings.CLEANUP_OLDER_THAN_DAYS = 90
+    assert nightly_cleanup() == {"saga steps": 4, "sent notifications": 1, "ended reservations": 1}
