@@ -1,95 +1,129 @@
-"""Saga throughput against a bare Celery chain, and saga latency at half load.
+"""Saga throughput against a bare Celery chain of four tasks, and saga latency at half load.
 
     .venv/bin/python bench/saga_throughput.py [--n 2000] [--runs 3]
 
-Uses its own PostgreSQL database (``fulfilment_saga_bench``) and Redis db 14
-unless ``DATABASE_URL`` / ``CELERY_BROKER_URL`` say otherwise. Each run, with
-the worker stopped, it
+A script, not a test. It uses its own PostgreSQL database (``fulfilment_bench``, created if
+missing, migrated) and Redis db 14 unless ``DATABASE_URL`` / ``CELERY_BROKER_URL`` say
+otherwise; it refuses the ``fulfilment`` and ``test_fulfilment`` databases. Every phase starts
+from emptied order/saga/payment/shipping/notification/audit/analytics tables and an empty queue.
 
-A. places N orders through ``order_place`` (their chains queue up), starts a
-   real worker (prefork, concurrency 2) and waits until every saga is terminal;
-   sagas/s = N / (last saga finished - first step started), from the database;
-B. enqueues N reference chains — four tasks, each one UPDATE in its own
-   transaction on a one-row-per-chain table — starts the same worker and waits;
-   chains/s = N / (last finished - first started).
+Each run interleaves (alternating which goes first, so both see the same machine noise):
 
-Then, with a worker running, it offers orders at 50% of the median saga
-throughput for about 20 s and reports per-order latency (placed -> confirmed).
-The last line:
+A. saga throughput: N orders placed through ``orders.services.order_place`` with no worker
+   running (their chains pile up in Redis); then a real worker is started
+   (``celery -A config worker --pool prefork --concurrency 2``) and timed from its start until
+   every saga is terminal (polling the database): sagas/s = N / elapsed.
+B. reference: N chains of four tasks (``bench/reference_tasks.py``), each one
+   ``UPDATE bench_chain SET step = step + 1`` in its own transaction, enqueued with no worker
+   running; the same worker command is started and timed until every row has step = 4.
+
+Medians over the runs. Then phase C: with a worker running, orders are placed at 50% of the
+median saga throughput for about 20 s (at most N orders); latency per order = the saga's
+``finished_at`` - the order's ``created_at``. The last line printed is
 
     sagas_per_s=<x> reference_chains_per_s=<y> ratio=<x/y> p50_ms=<a> p99_ms=<b>
 """
 
 import argparse
+import contextlib
+import math
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-ENV = {
-    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/fulfilment_saga_bench",
-    "CELERY_BROKER_URL": "redis://127.0.0.1:6379/14",
-    "DJANGO_SETTINGS_MODULE": "config.settings",
-    "DJANGO_DEBUG": "false",  # DEBUG keeps every query in memory
-    "CONN_MAX_AGE": "600",
-    "LOG_LEVEL": "WARNING",
-}
-for key, value in ENV.items():
-    os.environ.setdefault(key, value)
-WAIT_LIMIT = 600
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-ADDRESS = {"name": "Bench", "line1": "1 Main St", "city": "Springfield", "postal_code": "12345", "country": "US"}
+# Defaults only: the environment still wins. Set before Django (and config.settings) is imported.
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/fulfilment_bench")
+os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
+os.environ.setdefault("DJANGO_DEBUG", "false")  # DEBUG wraps every query to record it: not production
+os.environ.setdefault("LOG_LEVEL", "WARNING")  # as the worker's --loglevel: no line per step
+_OWN_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+if _OWN_METRICS_DIR:  # do not mix the bench's samples into var/prometheus of `make run`
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fulfilment-bench-metrics-")
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+WORKER_CMD = [
+    str(ROOT / ".venv" / "bin" / "celery"),
+    "-A",
+    "config",
+    "worker",
+    "--pool",
+    "prefork",
+    "--concurrency",
+    "2",
+    "--loglevel",
+    "WARNING",
+    "--without-mingle",
+    "--without-gossip",
+    "-I",
+    "bench.reference_tasks",
+]
+WAIT_LIMIT = 600.0  # seconds: the longest any single wait may take
+POLL = 0.1  # seconds between two looks at the database
+LATENCY_SECONDS = 20.0
+PRODUCTS = 10  # orders cycle through these, one line each: no single hot stock row
+STOCK = 100_000_000
+PROTECTED_DATABASES = {"fulfilment", "test_fulfilment"}
+ADDRESS = {  # tests/factories.py ADDRESS
+    "name": "Ada Lovelace",
+    "line1": "12 St James's Square",
+    "city": "London",
+    "postal_code": "SW1Y 4JH",
+    "country": "GB",
+}
+
+
+class BenchError(Exception):
+    pass
+
+
+# --- set-up -----------------------------------------------------------------------
+def database_settings():
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        raise BenchError(f"DATABASE_URL must point to PostgreSQL, not {db['ENGINE']}")
+    if db["NAME"] in PROTECTED_DATABASES:
+        raise BenchError(f"refusing to use the {db['NAME']!r} database: the bench empties its tables")
+    return db
+
+
+def ensure_database(db):
+    import psycopg
+    from psycopg import sql
+
+    params = {"host": db["HOST"] or "127.0.0.1", "port": db["PORT"] or 5432, "dbname": "postgres"}
+    params.update({k: db[K] for k, K in (("user", "USER"), ("password", "PASSWORD")) if db[K]})
+    with psycopg.connect(**params, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]]).fetchone():
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
+            print(f"created database {db['NAME']}")
 
 
 def setup():
     import django
 
     django.setup()
-    import psycopg
-    from django.conf import settings
-
-    db = settings.DATABASES["default"]
-    with psycopg.connect(
-        host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], dbname="postgres", autocommit=True
-    ) as c:
-        if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]]).fetchone():
-            c.execute(f'CREATE DATABASE "{db["NAME"]}"')
+    db = database_settings()
+    ensure_database(db)
     from django.core.management import call_command
+    from django.db import connection
 
     call_command("migrate", verbosity=0)
-    from django.db import connection
-
     with connection.cursor() as cursor:
-        cursor.execute(
-            "CREATE TABLE IF NOT EXISTS bench_chain (id serial PRIMARY KEY, step int NOT NULL DEFAULT 0, "
-            "started_at timestamptz, finished_at timestamptz)"
-        )
-
-
-def reset():
-    import redis
-    from django.conf import settings
-    from django.db import connection
-
-    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "TRUNCATE bench_chain, orders_order, orders_orderline, orders_sagarun, orders_sagastep, "
-            "catalog_reservation, catalog_reservationline, payments_payment, payments_refund, "
-            "payments_fakegatewaycharge, shipping_shipment, shipping_fakecarrierbooking, notifications_notification, "
-            "audit_auditevent, orders_dailyorderstats, orders_orderstatuscount, orders_productsalesstats, "
-            "orders_stepfailurestats RESTART IDENTITY CASCADE"
-        )
-        cursor.execute("UPDATE catalog_stocklevel SET on_hand = 100000000, reserved = 0")
-    from orders import analytics
-
-    analytics.rebuild()  # a counter row for every status, as in a running shop
-    connection.close()
+        cursor.execute("CREATE TABLE IF NOT EXISTS bench_chain (id serial PRIMARY KEY, step int NOT NULL DEFAULT 0)")
+    return db
 
 
 def fixtures():
@@ -98,158 +132,345 @@ def fixtures():
     from catalog.models import Product
     from catalog.services import product_create
 
-    customer, _ = get_user_model().objects.get_or_create(username="bench", defaults={"email": "bench@example.com"})
-    if not Product.objects.filter(sku="BENCH-1").exists():
-        product_create(sku="BENCH-1", name="Bench", price="9.99", on_hand=100_000_000)
-    return customer
+    customer, _ = get_user_model().objects.get_or_create(
+        username="bench-customer", defaults={"email": "bench-customer@example.com"}
+    )
+    skus = [f"BENCH-{i:02d}" for i in range(1, PRODUCTS + 1)]
+    have = set(Product.objects.filter(sku__in=skus).values_list("sku", flat=True))
+    for sku in skus:
+        if sku not in have:
+            product_create(sku=sku, name=f"Bench product {sku}", price="9.99", on_hand=STOCK)
+    return customer, skus
 
 
+def transient_tables():
+    """Every table a placed order or a saga writes to (catalog products and stock levels excepted)."""
+    from django.apps import apps
+
+    from catalog.models import Reservation, ReservationLine
+
+    models = [Reservation, ReservationLine]
+    for label in ("orders", "payments", "shipping", "notifications", "audit"):
+        models.extend(apps.get_app_config(label).get_models())
+    return sorted({model._meta.db_table for model in models} | {"bench_chain"})
+
+
+def purge_queue():
+    import redis
+    from django.conf import settings
+
+    from config.celery import app
+
+    app.control.purge()
+    # Messages a stopped worker had taken but not acknowledged (acks_late) would come back.
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("unacked", "unacked_index", "unacked_mutex")
+
+
+def queue_depth():
+    import redis
+    from django.conf import settings
+
+    return redis.Redis.from_url(settings.CELERY_BROKER_URL).llen("celery")
+
+
+def reset(skus):
+    """Empty the queue and the bench's transient tables; full stock again; analytics counters seeded."""
+    from django.db import connection
+
+    from catalog.models import StockLevel
+    from orders import analytics
+
+    purge_queue()
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {', '.join(transient_tables())} RESTART IDENTITY CASCADE")
+    StockLevel.objects.filter(product__sku__in=skus).update(on_hand=STOCK, reserved=0)
+    analytics.rebuild()  # a counter row per order status, as in a running shop
+
+
+def analyze():
+    """Fresh planner statistics for the tables just filled (outside the measured time)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {', '.join(transient_tables())}")
+
+
+# --- the worker -------------------------------------------------------------------
 class Worker:
-    def __enter__(self):
-        self.process = subprocess.Popen(
-            [
-                str(ROOT / ".venv/bin/celery"),
-                "-A",
-                "config",
-                "worker",
-                "--pool",
-                "prefork",
-                "--concurrency",
-                "2",
-                "--loglevel",
-                "WARNING",
-                "--without-mingle",
-                "--without-gossip",
-                "-I",
-                "bench.reference_tasks",
-            ],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    """``celery worker`` as a subprocess in its own process group; stop() always cleans up."""
+
+    def __init__(self, log_path):
+        self.log_path = log_path
+        self.process = None
+        self.started = None
+
+    def start(self):
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n==== {time.strftime('%H:%M:%S')} {' '.join(WORKER_CMD)}\n".encode())
+            log.flush()
+            self.started = time.perf_counter()
+            self.process = subprocess.Popen(
+                WORKER_CMD,
+                cwd=ROOT,
+                env=os.environ.copy(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         return self
 
+    def check_alive(self):
+        if self.process.poll() is not None:
+            raise BenchError(f"the worker exited with status {self.process.returncode}; see {self.log_path}")
+
+    def stop(self):
+        if self.process is None:
+            return
+        process, self.process = self.process, None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)  # warm shutdown
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=60)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)  # the pool's children, should any outlive the main process
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+
+    def __enter__(self):
+        return self.start()
+
     def __exit__(self, *exc):
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=60)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        self.stop()
 
 
-def wait(done, what):
-    deadline = time.monotonic() + WAIT_LIMIT
-    while not done():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"gave up waiting for {what}")
-        time.sleep(0.25)
+def wait_until(worker, probe, what, on_progress=None):
+    """Poll ``probe() -> (done, started)`` until done; return (seconds since worker start, first progress at)."""
+    deadline = time.perf_counter() + WAIT_LIMIT
+    first_progress = None
+    while True:
+        done, started = probe()
+        now = time.perf_counter()
+        if started and first_progress is None:
+            first_progress = now - worker.started
+        if done:
+            return now - worker.started, first_progress
+        if now > deadline:
+            raise BenchError(f"gave up after {WAIT_LIMIT:.0f} s waiting for {what}")
+        worker.check_alive()
+        time.sleep(POLL)
 
 
-def place(customer, n):
+# --- phases -----------------------------------------------------------------------
+def place_orders(customer, skus, count, start=0):
     from orders.services import order_place
 
     return [
         order_place(
             customer=customer,
-            lines=[{"sku": "BENCH-1", "quantity": 1}],
+            lines=[{"sku": skus[(start + i) % len(skus)], "quantity": 1}],
             shipping_address=ADDRESS,
             payment_token="tok_visa",
-        )
-        for _ in range(n)
+        ).pk
+        for i in range(count)
     ]
 
 
-def saga_phase(customer, n):
+def saga_probe(n):
+    from django.db.models import Count, Q
+
+    from orders.models import ACTIVE_SAGA_STATUSES, SagaRun, SagaStatus
+
+    def probe():
+        counts = SagaRun.objects.aggregate(
+            terminal=Count("id", filter=~Q(status__in=ACTIVE_SAGA_STATUSES)),
+            started=Count("id", filter=~Q(status=SagaStatus.PENDING)),
+        )
+        return counts["terminal"] >= n, counts["started"] > 0
+
+    return probe
+
+
+def saga_outcomes():
+    from django.db.models import Count
+
+    from orders.models import SagaRun
+
+    return dict(SagaRun.objects.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+
+
+def phase_a(customer, skus, n, log_path):
+    """N sagas queued, then a worker: N / (worker start -> every saga terminal)."""
     from django.db.models import Max, Min
 
     from orders.models import SagaRun, SagaStep
 
-    reset()
-    place(customer, n)
-    with Worker():
-        wait(lambda: SagaRun.objects.filter(status__in=["completed", "compensated", "failed"]).count() >= n, "sagas")
-    assert SagaRun.objects.filter(status="completed").count() == n, "some sagas did not complete"
-    first = SagaStep.objects.aggregate(t=Min("started_at"))["t"]
-    last = SagaRun.objects.aggregate(t=Max("finished_at"))["t"]
-    return n / (last - first).total_seconds()
+    reset(skus)
+    started = time.perf_counter()
+    place_orders(customer, skus, n)
+    placing = time.perf_counter() - started
+    analyze()
+    if queue_depth() < n:
+        raise BenchError(f"only {queue_depth()} messages queued for {n} orders: is the broker reachable?")
+    with Worker(log_path) as worker:
+        elapsed, first = wait_until(worker, saga_probe(n), f"{n} sagas")
+    outcomes = saga_outcomes()
+    if outcomes.get("completed", 0) != n:
+        print(f"  WARNING: not every saga completed: {outcomes}", flush=True)
+    span = SagaStep.objects.aggregate(t=Min("started_at"))["t"], SagaRun.objects.aggregate(t=Max("finished_at"))["t"]
+    busy = (span[1] - span[0]).total_seconds()
+    return {"rate": n / elapsed, "elapsed": elapsed, "first": first, "busy": busy, "placing": placing}
 
 
-def reference_phase(n):
+def reference_probe(n):
+    from django.db import connection
+
+    def probe():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FILTER (WHERE step >= 4), count(*) FILTER (WHERE step > 0) FROM bench_chain"
+            )
+            done, started = cursor.fetchone()
+        return done >= n, started > 0
+
+    return probe
+
+
+def phase_b(skus, n, log_path):
+    """N bare chains queued, then a worker: N / (worker start -> every row at step 4)."""
     from celery import chain
     from django.db import connection
 
-    from bench.reference_tasks import ref_1, ref_2, ref_3, ref_4
+    from bench.reference_tasks import REFERENCE_CHAIN
 
-    reset()
+    reset(skus)
+    started = time.perf_counter()
     with connection.cursor() as cursor:
         cursor.execute("INSERT INTO bench_chain (step) SELECT 0 FROM generate_series(1, %s) RETURNING id", [n])
         ids = [row[0] for row in cursor.fetchall()]
     for row_id in ids:
-        chain(ref_1.si(row_id), ref_2.si(row_id), ref_3.si(row_id), ref_4.si(row_id)).apply_async()
-
-    def done():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM bench_chain WHERE step >= 4")
-            return cursor.fetchone()[0] >= n
-
-    with Worker():
-        wait(done, "reference chains")
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT extract(epoch FROM max(finished_at) - min(started_at)) FROM bench_chain")
-        return n / float(cursor.fetchone()[0])
+        chain(*(task.si(row_id) for task in REFERENCE_CHAIN)).apply_async()
+    placing = time.perf_counter() - started
+    analyze()
+    with Worker(log_path) as worker:
+        elapsed, first = wait_until(worker, reference_probe(n), f"{n} reference chains")
+    return {"rate": n / elapsed, "elapsed": elapsed, "first": first, "placing": placing}
 
 
-def latency_phase(customer, rate, seconds=20.0, limit=2000):
+def percentile(values, q):
+    """Nearest-rank percentile of a non-empty list."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def phase_c(customer, skus, rate, n, log_path):
+    """Orders offered at ``rate`` per second for about LATENCY_SECONDS: (count, p50 ms, p99 ms, ...)."""
     from orders.models import SagaRun
 
-    reset()
-    count = max(1, min(limit, int(rate * seconds)))
-    with Worker():
-        time.sleep(3)  # let the worker start before offering load
-        started = time.monotonic()
-        orders = []
+    reset(skus)
+    count = max(1, min(n, round(rate * LATENCY_SECONDS)))
+    with Worker(log_path) as worker:
+        # Warm-up: the worker is up and both pool processes have run a saga before the clock starts.
+        warm = place_orders(customer, skus, 4)
+        wait_until(worker, saga_probe(len(warm)), "warm-up sagas")
+        first_measured = max(warm) + 1
+        started = time.perf_counter()
         for i in range(count):
-            target = started + i / rate
-            delay = target - time.monotonic()
+            delay = started + i / rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            orders.extend(place(customer, 1))
-        wait(lambda: SagaRun.objects.filter(finished_at__isnull=False).count() >= count, "latency sagas")
-    latencies = sorted(
-        (saga.finished_at - saga.order.created_at).total_seconds() * 1000
-        for saga in SagaRun.objects.select_related("order")
+            place_orders(customer, skus, 1, start=i)
+        offered = time.perf_counter() - started
+        wait_until(worker, saga_probe(len(warm) + count), f"{count} latency sagas")
+    rows = list(
+        SagaRun.objects.filter(order_id__gte=first_measured).values_list("status", "finished_at", "order__created_at")
     )
-    p50 = latencies[len(latencies) // 2]
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    return count, p50, p99
+    not_completed = sum(1 for status, _, _ in rows if status != "completed")
+    if not_completed:
+        print(f"  WARNING: {not_completed} of {len(rows)} latency sagas did not complete", flush=True)
+    latencies = [(finished - created).total_seconds() * 1000 for _, finished, created in rows]
+    return {
+        "count": count,
+        "offered_rate": count / offered if offered > 0 else float("inf"),
+        "p50": statistics.median(latencies),
+        "p99": percentile(latencies, 99),
+        "max": max(latencies),
+    }
+
+
+# --- main -------------------------------------------------------------------------
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--n", type=int, default=2000, help="sagas (and reference chains) per phase")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    setup()
-    customer = fixtures()
+    if args.n < 1 or args.runs < 1:
+        parser.error("--n and --runs must be at least 1")
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+
+    began = time.perf_counter()
+    db = setup()
+    from django.conf import settings
+
+    log_path = Path(tempfile.gettempdir()) / f"saga_throughput-worker-{os.getpid()}.log"
+    print(
+        f"database {db['NAME']} on {db['HOST']}:{db['PORT'] or 5432}, broker {settings.CELERY_BROKER_URL}, "
+        f"N={args.n}, runs={args.runs}, DEBUG={settings.DEBUG}\nworker: {' '.join(WORKER_CMD[1:])}\n"
+        f"worker log: {log_path}",
+        flush=True,
+    )
+    customer, skus = fixtures()
     sagas, references = [], []
     for run in range(1, args.runs + 1):
-        sagas.append(saga_phase(customer, args.n))
-        references.append(reference_phase(args.n))
-        print(
-            f"run {run}: sagas {sagas[-1]:.1f}/s  reference chains {references[-1]:.1f}/s  "
-            f"ratio {sagas[-1] / references[-1]:.2f}",
-            flush=True,
-        )
+        order = ("A", "B") if run % 2 else ("B", "A")
+        results = {}
+        for phase in order:
+            if phase == "A":
+                results["A"] = a = phase_a(customer, skus, args.n, log_path)
+                print(
+                    f"run {run} A: {args.n} sagas in {a['elapsed']:.1f} s from worker start = {a['rate']:.1f} sagas/s "
+                    f"(first saga started after {a['first'] or 0:.1f} s; first step -> last saga "
+                    f"{a['busy']:.1f} s = {args.n / a['busy']:.1f}/s; placing took {a['placing']:.1f} s)",
+                    flush=True,
+                )
+            else:
+                results["B"] = b = phase_b(skus, args.n, log_path)
+                print(
+                    f"run {run} B: {args.n} chains in {b['elapsed']:.1f} s from worker start = "
+                    f"{b['rate']:.1f} chains/s (first chain started after {b['first'] or 0:.1f} s; "
+                    f"enqueueing took {b['placing']:.1f} s)",
+                    flush=True,
+                )
+        sagas.append(results["A"]["rate"])
+        references.append(results["B"]["rate"])
+        print(f"run {run}: ratio {sagas[-1] / references[-1]:.2f}", flush=True)
+
     saga_rate, reference_rate = statistics.median(sagas), statistics.median(references)
-    count, p50, p99 = latency_phase(customer, saga_rate / 2)
-    print(f"latency at {saga_rate / 2:.1f} orders/s offered ({count} orders): p50 {p50:.0f} ms, p99 {p99:.0f} ms")
+    print(f"median: {saga_rate:.1f} sagas/s, {reference_rate:.1f} reference chains/s", flush=True)
+    c = phase_c(customer, skus, saga_rate / 2, args.n, log_path)
+    print(
+        f"C: {c['count']} orders offered at {saga_rate / 2:.1f}/s (achieved {c['offered_rate']:.1f}/s): "
+        f"latency p50 {c['p50']:.0f} ms, p99 {c['p99']:.0f} ms, max {c['max']:.0f} ms",
+        flush=True,
+    )
+    print(f"total time {time.perf_counter() - began:.0f} s")
     print(
         f"sagas_per_s={saga_rate:.1f} reference_chains_per_s={reference_rate:.1f} "
-        f"ratio={saga_rate / reference_rate:.2f} p50_ms={p50:.0f} p99_ms={p99:.0f}"
+        f"ratio={saga_rate / reference_rate:.2f} p50_ms={c['p50']:.0f} p99_ms={c['p99']:.0f}",
+        flush=True,
     )
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BenchError as exc:
+        sys.exit(f"saga_throughput: {exc}")
+    finally:
+        if _OWN_METRICS_DIR:
+            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -178,3 +178,20 @@ def test_replay_sagas_dry_run_changes_nothing_then_replays(sent, django_capture_
 def test_replay_sagas_refuses_bad_arguments(argv, message):
     with pytest.raises(CommandError, match=message):
         call_command("replay_sagas", *argv)
+
+
+def test_replay_saga_dry_run_and_from_step(sent):
+    order = place_order()
+    saga = failed_saga(order)
+    out = StringIO()
+    call_command("replay_saga", str(order.public_id), "--dry-run", stdout=out)
+    assert "would replay from process_payment" in out.getvalue()
+    saga.refresh_from_db()
+    assert saga.status == "failed" and sent == []
+    with pytest.raises(CommandError, match="has not succeeded yet"):
+        call_command("replay_saga", str(order.public_id), "--from-step", "create_shipment")
+    with pytest.raises(CommandError, match="the saga's steps are"):
+        call_command("replay_saga", str(order.public_id), "--from-step", "teleport")
+    call_command("replay_saga", str(order.public_id), "--from-step", "process_payment", stdout=StringIO())
+    saga.refresh_from_db()
+    assert saga.status == "running"
