@@ -321,15 +321,15 @@ def run_forward(saga_id, name, task_id=None):
         getattr(order, spec.advance)()
         order.save(update_fields=["status", "updated_at"])
         emit(signals.step_succeeded, saga, name)
+        if saga.cancel_requested:  # asked while this step ran: undo, even if it was the last one
+            _begin_compensation_for_stop(saga, now)
+            return STOP
         if step.position == len(definition_of(saga).steps) - 1:
             saga.status, saga.finished_at = SagaStatus.COMPLETED, now
             saga.save(update_fields=["status", "finished_at", "updated_at"])
             emit(signals.saga_completed, saga)
             return CONTINUE
         saga.save(update_fields=["updated_at"])
-        if saga.cancel_requested:
-            _begin_compensation_for_stop(saga, now)
-            return STOP
     return CONTINUE
 
 
