@@ -132,6 +132,10 @@ def order_cancel(*, order, reason="Cancelled at your request.") -> Order:
     order.refresh_from_db()
     if order.status in (OrderStatus.COMPENSATING, OrderStatus.CANCELLED):
         return order
+    if order.status == OrderStatus.NEEDS_ATTENTION:
+        raise OrderNotCancellable(
+            "Our staff are looking into this order; it cannot be cancelled online right now. Please contact us."
+        )
     if order.status not in CANCELLABLE:
         raise OrderNotCancellable(
             f"The order is {order.get_status_display().lower()}; it can be cancelled only until it ships."

@@ -281,3 +281,11 @@ def test_staff_can_read_any_order(staff_api, mouse):
 def test_unknown_order_id_is_404(api):
     assert api.get("/api/v1/orders/00000000-0000-0000-0000-000000000000/").status_code == 404
     assert APIClient().get("/api/v1/orders/not-a-uuid/").status_code in (401, 404)
+
+
+def test_cancel_an_order_under_review_is_409_with_its_own_message(api, customer, mouse):
+    order = place_order(customer=customer, products=[mouse])
+    Order.objects.filter(pk=order.pk).update(status="needs_attention")
+    response = api.post(f"/api/v1/orders/{order.public_id}/cancel/")
+    assert response.status_code == 409
+    assert "Our staff are looking into this order" in response.json()["error"]["message"]
