@@ -46,7 +46,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/fulfilment_bench")
 os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
 os.environ.setdefault("DJANGO_DEBUG", "false")  # DEBUG wraps every query to record it: not production
-os.environ.setdefault("LOG_LEVEL", "WARNING")  # as the worker's --loglevel: no line per step
+os.environ.setdefault("LOG_LEVEL", "WARNING")  # this process; the worker's own level is its --loglevel
 _OWN_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 if _OWN_METRICS_DIR:  # do not mix the bench's samples into var/prometheus of `make run`
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fulfilment-bench-metrics-")
@@ -228,13 +228,15 @@ class Worker:
         if self.process is None:
             return
         process, self.process = self.process, None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)  # warm shutdown
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=60)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)  # the pool's children, should any outlive the main process
-        with contextlib.suppress(subprocess.TimeoutExpired):
+        if process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)  # warm shutdown: the pool's children stop with it
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            # Still alive, so the process group (its own session) is certainly ours: kill it whole.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
 
     def __enter__(self):
@@ -244,7 +246,7 @@ class Worker:
         self.stop()
 
 
-def wait_until(worker, probe, what, on_progress=None):
+def wait_until(worker, probe, what):
     """Poll ``probe() -> (done, started)`` until done; return (seconds since worker start, first progress at)."""
     deadline = time.perf_counter() + WAIT_LIMIT
     first_progress = None
@@ -435,7 +437,7 @@ def main():
                 print(
                     f"run {run} A: {args.n} sagas in {a['elapsed']:.1f} s from worker start = {a['rate']:.1f} sagas/s "
                     f"(first saga started after {a['first'] or 0:.1f} s; first step -> last saga "
-                    f"{a['busy']:.1f} s = {args.n / a['busy']:.1f}/s; placing took {a['placing']:.1f} s)",
+                    f"{a['busy']:.1f} s = {args.n / max(a['busy'], 1e-6):.1f}/s; placing took {a['placing']:.1f} s)",
                     flush=True,
                 )
             else:
@@ -471,6 +473,8 @@ if __name__ == "__main__":
         main()
     except BenchError as exc:
         sys.exit(f"saga_throughput: {exc}")
+    except KeyboardInterrupt:
+        sys.exit("saga_throughput: interrupted")
     finally:
         if _OWN_METRICS_DIR:
             shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

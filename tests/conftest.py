@@ -52,3 +52,27 @@ def _close_stray_connections(django_db_setup, django_db_blocker):
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
+
+
+@pytest.fixture(autouse=True)
+def _saga_worker_settled(request):
+    """After a saga test, wait until the worker finished the follow-up work the test started.
+
+    Emails and other tasks scheduled after commit may still be running when the
+    assertions pass; the test database must not be flushed under them.
+    """
+    yield
+    if request.node.get_closest_marker("saga") is None:
+        return
+    import time
+
+    import redis
+    from celery.worker import state
+    from django.conf import settings
+
+    queue = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    deadline, quiet = time.monotonic() + 20, 0
+    while time.monotonic() < deadline and quiet < 3:
+        busy = state.active_requests or state.reserved_requests or queue.llen("celery")
+        quiet = 0 if busy else quiet + 1
+        time.sleep(0.05)
