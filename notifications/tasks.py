@@ -6,34 +6,25 @@ from .services import PermanentDeliveryError, TransientDeliveryError, notificati
 
 logger = logging.getLogger(__name__)
 
+# Sending email: transient mail-server failures retry with exponential backoff (5 s … 10 min).
+EMAIL_TASK = {
+    "autoretry_for": (TransientDeliveryError,),
+    "max_retries": 8,
+    "retry_backoff": 5,
+    "retry_backoff_max": 600,
+    "retry_jitter": True,
+    "soft_time_limit": 30,
+    "time_limit": 45,
+}
 
-@shared_task(
-    bind=True,
-    name="notifications.send",
-    autoretry_for=(TransientDeliveryError,),
-    max_retries=8,
-    retry_backoff=5,
-    retry_backoff_max=600,
-    retry_jitter=True,
-    soft_time_limit=30,
-    time_limit=45,
-)
+
+@shared_task(bind=True, name="notifications.send", **EMAIL_TASK)
 def send_notification(self, notification_id):
     """Send one notification; a transient mail failure retries with backoff."""
     notification_send(notification_id=notification_id)
 
 
-@shared_task(
-    bind=True,
-    name="notifications.notify_order",
-    autoretry_for=(TransientDeliveryError,),
-    max_retries=8,
-    retry_backoff=5,
-    retry_backoff_max=600,
-    retry_jitter=True,
-    soft_time_limit=30,
-    time_limit=45,
-)
+@shared_task(bind=True, name="notifications.notify_order", **EMAIL_TASK)
 def notify_order(self, order_id, template):
     """Queue and send one order email; a refused address is recorded, not retried."""
     from orders.models import Order
