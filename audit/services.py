@@ -1,5 +1,7 @@
 """Writing the audit trail. Rows are only ever inserted."""
 
+from config import sql
+
 from .context import current_actor
 from .models import AuditEvent
 
@@ -14,7 +16,7 @@ def audit_record(
     from config.observability import get_request_id
 
     actor_type, actor, label = current_actor()
-    return AuditEvent.objects.create(
+    event = AuditEvent(
         request_id=get_request_id(),
         actor_type=actor_type,
         actor=actor,
@@ -27,3 +29,5 @@ def audit_record(
         to_state=to_state or "",
         payload=payload or {},
     )
+    sql.insert(event)  # one prepared INSERT: every transition on the saga's path writes one
+    return event

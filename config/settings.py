@@ -271,6 +271,9 @@ SAGA_RETRY_BACKOFF_MAX = env.float("SAGA_RETRY_BACKOFF_MAX", default=60.0)
 SAGA_STEP_TIMEOUT_GRACE_SECONDS = env.int("SAGA_STEP_TIMEOUT_GRACE_SECONDS", default=30)
 # Recovery re-drives active sagas with no progress for this long.
 SAGA_REDRIVE_IDLE_SECONDS = env.int("SAGA_REDRIVE_IDLE_SECONDS", default=120)
+# PostgreSQL: the usual case of a step (pending, saga running) runs as a few hand-written
+# statements instead of ORM queries (orders/saga/engine.py); off = the general path always.
+SAGA_FAST_PATH = env.bool("SAGA_FAST_PATH", default=True)
 SAGA_SIGNALS_RAISE = env.bool("SAGA_SIGNALS_RAISE", default=DJANGO_ENV == "test")
 
 # Beat's schedule; each interval can be overridden by an environment variable.

@@ -4,9 +4,11 @@ import smtplib
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
+
+from config import sql
 
 from .models import Notification, NotificationStatus
 
@@ -59,14 +61,11 @@ def notification_for_order(*, order, template) -> Notification:
 
 
 def notification_queue(*, template, recipient, context, idempotency_key, order=None) -> Notification:
-    """Create the notification once; the same key returns the existing one."""
-    try:
-        with transaction.atomic():
-            notification, _ = Notification.objects.get_or_create(
-                idempotency_key=idempotency_key,
-                defaults={"template": template, "recipient": recipient, "context": context, "order": order},
-            )
-    except IntegrityError:
+    """Create the notification once (one INSERT); the same key returns the existing one."""
+    notification = Notification(
+        template=template, recipient=recipient, context=context, idempotency_key=idempotency_key, order=order
+    )
+    if not sql.insert(notification, ignore_conflicts=True):
         notification = Notification.objects.get(idempotency_key=idempotency_key)
     return notification
 
@@ -89,27 +88,55 @@ def notification_send(*, notification_id) -> Notification:
     """
     with transaction.atomic():
         notification = Notification.objects.select_for_update().get(pk=notification_id)
-        if notification.status != NotificationStatus.QUEUED:
-            return notification
-        notification.attempts += 1
-        subject, text, html = _render(notification)
-        message = EmailMultiAlternatives(subject, text, settings.DEFAULT_FROM_EMAIL, [notification.recipient])
-        message.attach_alternative(html, "text/html")
-        try:
-            message.send()
-        except smtplib.SMTPRecipientsRefused as exc:
-            notification.mark_failed(f"recipient refused: {exc}")
-            notification.save(update_fields=["status", "attempts", "last_error", "updated_at"])
-            failed = PermanentDeliveryError(str(exc))
-        except (smtplib.SMTPException, OSError) as exc:
-            notification.last_error = f"{type(exc).__name__}: {exc}"
-            notification.save(update_fields=["attempts", "last_error", "updated_at"])
-            failed = TransientDeliveryError(notification.last_error)
-        else:
-            notification.mark_sent(timezone.now())
-            notification.save(update_fields=["status", "attempts", "sent_at", "last_error", "updated_at"])
-            return notification
-    raise failed
+        failed = _deliver(notification)
+    if failed is not None:
+        raise failed
+    return notification
+
+
+def notification_queue_and_send(*, template, recipient, context, idempotency_key, order=None) -> Notification:
+    """``notification_queue`` then ``notification_send``, in one transaction when the notification is new.
+
+    A row inserted by this transaction is invisible to everybody else until it
+    commits: it is as good as locked while the message goes out. An existing
+    one (a repeated call) goes through ``notification_send``, which sends it
+    only if it is still queued. Raises as ``notification_send`` does.
+    """
+    notification = Notification(
+        template=template, recipient=recipient, context=context, idempotency_key=idempotency_key, order=order
+    )
+    with transaction.atomic():
+        created = sql.insert(notification, ignore_conflicts=True)
+        failed = _deliver(notification) if created else None
+    if not created:
+        notification = Notification.objects.get(idempotency_key=idempotency_key)
+        return notification_send(notification_id=notification.pk)
+    if failed is not None:
+        raise failed
+    return notification
+
+
+def _deliver(notification):
+    """Send a locked notification if it is queued; returns the exception to raise after commit, or None."""
+    if notification.status != NotificationStatus.QUEUED:
+        return None
+    notification.attempts += 1
+    subject, text, html = _render(notification)
+    message = EmailMultiAlternatives(subject, text, settings.DEFAULT_FROM_EMAIL, [notification.recipient])
+    message.attach_alternative(html, "text/html")
+    try:
+        message.send()
+    except smtplib.SMTPRecipientsRefused as exc:
+        notification.mark_failed(f"recipient refused: {exc}")
+        sql.update(notification, ["status", "attempts", "last_error", "updated_at"])
+        return PermanentDeliveryError(str(exc))
+    except (smtplib.SMTPException, OSError) as exc:
+        notification.last_error = f"{type(exc).__name__}: {exc}"
+        sql.update(notification, ["attempts", "last_error", "updated_at"])
+        return TransientDeliveryError(notification.last_error)
+    notification.mark_sent(timezone.now())
+    sql.update(notification, ["status", "attempts", "sent_at", "last_error", "updated_at"])
+    return None
 
 
 def notifications_to_retry(*, older_than_seconds=600, max_attempts=10):

@@ -7,9 +7,10 @@ figure from the orders and the audit trail; a test checks both agree.
 
 from datetime import timedelta
 from decimal import Decimal
+from functools import cache
 
-from django.db import IntegrityError, transaction
-from django.db.models import Case, Count, F, Sum, Value, When
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -27,24 +28,52 @@ from .models import (
 )
 
 
+@cache
+def _add_sql(model, lookup_names, delta_names):
+    qn = connection.ops.quote_name
+    columns = {name: qn(model._meta.get_field(name).column) for name in (*lookup_names, *delta_names)}
+    assignments = ", ".join(f"{columns[name]} = {columns[name]} + %s" for name in delta_names)
+    where = " AND ".join(f"{columns[name]} = %s" for name in lookup_names)
+    return f"UPDATE {qn(model._meta.db_table)} SET {assignments} WHERE {where}"
+
+
+def _add(model, lookup, deltas):
+    """``UPDATE model SET field = field + delta WHERE lookup`` as one prepared statement; returns the row count.
+
+    On the saga's path every transition runs this: the statement text is built
+    once per model and field list (see ``config/sql.py`` for why).
+    """
+    fields = model._meta
+    values = [fields.get_field(name).get_db_prep_value(value, connection) for name, value in deltas.items()]
+    values += [fields.get_field(name).get_db_prep_value(value, connection) for name, value in lookup.items()]
+    with connection.cursor() as cursor:
+        cursor.execute(_add_sql(model, tuple(lookup), tuple(deltas)), values)
+        return cursor.rowcount
+
+
 def _bump(model, lookup, **deltas):
     """``UPDATE model SET field = field + delta WHERE lookup``, creating the row first if needed."""
-    updates = {field: F(field) + delta for field, delta in deltas.items()}
-    if model.objects.filter(**lookup).update(**updates):
+    if _add(model, lookup, deltas):
         return
     try:
         with transaction.atomic():
             model.objects.create(**lookup)
     except IntegrityError:
         pass  # created concurrently
-    model.objects.filter(**lookup).update(**updates)
+    _add(model, lookup, deltas)
+
+
+_MOVE_STATUS_SQL = (
+    "UPDATE orders_orderstatuscount SET count = count + CASE WHEN status = %s THEN -1 ELSE 1 END "
+    "WHERE status IN (%s, %s)"
+)
 
 
 def _move_status(source, target):
     """``source`` count - 1 and ``target`` count + 1 in one statement (rows locked in index order)."""
-    updated = OrderStatusCount.objects.filter(status__in=[source, target]).update(
-        count=F("count") + Case(When(status=source, then=Value(-1)), default=Value(1))
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(_MOVE_STATUS_SQL, [source, source, target])
+        updated = cursor.rowcount
     if updated < 2:  # a status never counted before: its row starts here
         present = set(OrderStatusCount.objects.filter(status__in=[source, target]).values_list("status", flat=True))
         for status, delta in ((source, -1), (target, 1)):
@@ -67,13 +96,9 @@ def order_moved(order, source, target):
         return
     sign = 1 if now else -1
     _bump(DailyOrderStats, day, confirmed=sign, revenue=sign * order.total)
-    for line in OrderLine.objects.filter(order_id=order.pk).only("product_id", "quantity", "line_total"):
-        _bump(
-            ProductSalesStats,
-            {"product_id": line.product_id},
-            units=sign * line.quantity,
-            revenue=sign * line.line_total,
-        )
+    lines = OrderLine.objects.filter(order_id=order.pk).values_list("product_id", "quantity", "line_total")
+    for product_id, quantity, line_total in lines:
+        _bump(ProductSalesStats, {"product_id": product_id}, units=sign * quantity, revenue=sign * line_total)
 
 
 def step_failed(step):

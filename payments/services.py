@@ -7,20 +7,27 @@ transaction. The idempotency key makes a repeated call charge once.
 
 from django.db import transaction
 
+from config import sql
+
 from .gateways import PaymentDeclined, get_gateway
 from .models import Payment, PaymentStatus, Refund
 
 
 def payment_record_capture(*, order, amount, currency, gateway, reference, idempotency_key) -> Payment:
-    """Record a successful charge (idempotent on ``idempotency_key``)."""
-    with transaction.atomic():
-        payment, _ = Payment.objects.select_for_update().get_or_create(
-            idempotency_key=idempotency_key,
-            defaults={"order": order, "amount": amount, "currency": currency, "gateway": gateway},
+    """Record a successful charge (idempotent on ``idempotency_key``).
+
+    The usual case, the first record of this charge, is one INSERT (skipped if
+    the key exists) and the capture transition; joins the caller's transaction.
+    """
+    with transaction.atomic(savepoint=False):
+        payment = Payment(
+            order=order, amount=amount, currency=currency, gateway=gateway, idempotency_key=idempotency_key
         )
+        if not sql.insert(payment, ignore_conflicts=True):
+            payment = Payment.objects.select_for_update().get(idempotency_key=idempotency_key)
         if payment.status in (PaymentStatus.PENDING, PaymentStatus.AUTHORIZED):
             payment.capture(reference=reference)
-            payment.save(update_fields=["status", "gateway_reference", "updated_at"])
+            sql.update(payment, ["status", "gateway_reference", "updated_at"])
     return payment
 
 

@@ -1,7 +1,9 @@
 """Shipment operations. Carrier calls happen outside database transactions."""
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
+
+from config import sql
 
 from .carriers import get_carrier
 from .models import Shipment, ShipmentStatus
@@ -17,13 +19,16 @@ def shipment_book(*, order, idempotency_key) -> str:
 
 
 def shipment_record(*, order, idempotency_key, tracking_number) -> Shipment:
-    """Record the booked parcel (idempotent on ``idempotency_key``)."""
-    with transaction.atomic():
-        shipment, _ = Shipment.objects.get_or_create(
-            idempotency_key=idempotency_key,
-            defaults={"order": order, "carrier": get_carrier().name, "tracking_number": tracking_number},
-        )
-    return shipment
+    """Record the booked parcel (idempotent on ``idempotency_key``): one INSERT, skipped if the key exists."""
+    shipment = Shipment(
+        order=order, carrier=get_carrier().name, tracking_number=tracking_number, idempotency_key=idempotency_key
+    )
+    if sql.insert(shipment, ignore_conflicts=True):
+        return shipment
+    try:
+        return Shipment.objects.get(idempotency_key=idempotency_key)
+    except Shipment.DoesNotExist:
+        raise IntegrityError(f"order {order.pk} already has a live shipment under another key") from None
 
 
 def shipment_create(*, order, idempotency_key) -> Shipment:

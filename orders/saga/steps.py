@@ -14,8 +14,7 @@ from catalog.services import OutOfStock, reservation_hold, reservation_release, 
 from notifications.services import (
     PermanentDeliveryError,
     notification_for_order,
-    notification_queue,
-    notification_send,
+    notification_queue_and_send,
     order_email_context,
 )
 from payments.gateways import PaymentDeclined, get_gateway
@@ -89,15 +88,14 @@ def cancel_shipment(order, key):
 # --- send_confirmation / send_cancellation ---------------------------------------
 def send_confirmation(order, key):
     shipment = order.shipments.exclude(status="cancelled").first()
-    notification = notification_queue(
-        template="order_confirmed",
-        recipient=order.customer.email,
-        context=order_email_context(order, tracking_number=shipment.tracking_number if shipment else ""),
-        idempotency_key=key,
-        order=order,
-    )
     try:
-        notification_send(notification_id=notification.pk)
+        notification = notification_queue_and_send(
+            template="order_confirmed",
+            recipient=order.customer.email,
+            context=order_email_context(order, tracking_number=shipment.tracking_number if shipment else ""),
+            idempotency_key=key,
+            order=order,
+        )
     except PermanentDeliveryError as exc:
         raise StepFailed("We could not send your confirmation to your email address.", str(exc)) from exc
     return {"notification_id": notification.pk}

@@ -6,6 +6,7 @@ from notifications.services import (
     PermanentDeliveryError,
     TransientDeliveryError,
     notification_queue,
+    notification_queue_and_send,
     notification_send,
 )
 
@@ -77,3 +78,35 @@ def test_the_order_email_task_run_twice_sends_once():
     assert len(mail.outbox) == 1
     notification = Notification.objects.get(order=order)
     assert (notification.template, notification.status, notification.attempts) == ("order_shipped", "sent", 1)
+
+
+def test_queue_and_send_sends_a_new_notification_once_and_leaves_a_sent_one_alone():
+    def deliver():
+        return notification_queue_and_send(
+            template="order_confirmed", recipient="ada@example.com", context=CONTEXT, idempotency_key="qs"
+        )
+
+    first, second = deliver(), deliver()
+
+    assert first.pk == second.pk
+    assert (second.status, second.attempts) == ("sent", 1)
+    assert len(mail.outbox) == 1
+
+
+def test_queue_and_send_to_a_refused_recipient_keeps_the_failure():
+    with pytest.raises(PermanentDeliveryError):
+        notification_queue_and_send(
+            template="order_confirmed", recipient="ada+reject@example.com", context=CONTEXT, idempotency_key="qr"
+        )
+    notification = Notification.objects.get(idempotency_key="qr")
+    assert (notification.status, notification.attempts) == ("failed", 1)
+    assert mail.outbox == []
+
+
+def test_the_fake_backend_keeps_only_the_latest_messages(monkeypatch):
+    from notifications.backends import FakeEmailBackend
+
+    monkeypatch.setattr(FakeEmailBackend, "OUTBOX_LIMIT", 2)
+    for key in ("a", "b", "c"):
+        notification_send(notification_id=queue(key=key).pk)
+    assert len(mail.outbox) == 2

@@ -28,14 +28,14 @@ def test_a_cancel_asked_during_the_last_step_is_not_lost(sent, monkeypatch):
     # The customer cancels while send_confirmation is sending the email.
     from orders.saga import steps
 
-    real_send = steps.notification_send
+    real_send = steps.notification_queue_and_send
 
     def send_then_cancel(**kwargs):
         result = real_send(**kwargs)
         assert order_cancel(order=order).status == "shipment_created"  # the step is in flight: only flagged
         return result
 
-    monkeypatch.setattr(steps, "notification_send", send_then_cancel)
+    monkeypatch.setattr(steps, "notification_queue_and_send", send_then_cancel)
     assert engine.run_forward(saga.pk, "send_confirmation", task_id="t") == engine.STOP
 
     saga = SagaRun.objects.get(pk=saga.pk)
@@ -43,3 +43,105 @@ def test_a_cancel_asked_during_the_last_step_is_not_lost(sent, monkeypatch):
     assert sent[-1] == ["send_cancellation", "cancel_shipment", "refund_payment", "release_inventory"]
     order.refresh_from_db()
     assert order.status == "compensating"
+
+
+def _record(saga):
+    """What a saga left behind, without ids or times."""
+    from audit.models import AuditEvent
+    from orders.models import OrderStatusCount
+
+    saga = SagaRun.objects.select_related("order").get(pk=saga.pk)
+    return {
+        "saga": (saga.status, saga.started_at is not None, saga.finished_at is not None),
+        "order": saga.order.status,
+        "steps": list(
+            saga.steps.order_by("-kind", "position").values_list("kind", "name", "status", "attempts", "deliveries")
+        ),
+        "results": [sorted(r) for r in saga.steps.filter(kind="forward").values_list("result", flat=True)],
+        "events": sorted(
+            AuditEvent.objects.filter(order_id=saga.order.public_id).values_list("object_type", "event", "to_state")
+        ),
+        "counts": dict(OrderStatusCount.objects.exclude(count=0).values_list("status", "count")),
+    }
+
+
+@pytest.mark.parametrize("token", ["tok_visa", "tok_declined"])
+def test_the_lean_path_and_the_general_path_record_the_same_thing(settings, sent, token):
+    """PostgreSQL takes the lean path for a pending step; both paths must leave the same rows."""
+    from django.db import connection
+
+    from orders.models import OrderStatusCount
+
+    records = {}
+    for fast in (True, False):
+        settings.SAGA_FAST_PATH = fast
+        OrderStatusCount.objects.all().delete()
+        order = place_order(products=[ProductFactory(on_hand=5)], payment_token=token)
+        for name in STEPS:
+            if engine.run_forward(order.saga.pk, name, task_id=f"t-{name}") != engine.CONTINUE:
+                break
+        records[fast] = _record(order.saga)
+    assert connection.vendor == "postgresql"  # else both runs took the general path
+    assert records[True] == records[False]
+    expected = "confirmed" if token == "tok_visa" else "compensating"
+    assert records[True]["order"] == expected
+
+
+def test_the_lean_path_takes_fewer_statements(settings, sent):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    product = ProductFactory(on_hand=5)
+    counts = {}
+    for fast in (False, True, False):  # the first run creates the analytics rows both others update
+        settings.SAGA_FAST_PATH = fast
+        order = place_order(products=[product])
+        with CaptureQueriesContext(connection) as queries:
+            for name in STEPS:
+                assert engine.run_forward(order.saga.pk, name, task_id="t") == engine.CONTINUE
+        counts[fast] = len(queries)
+    assert counts[True] < counts[False] * 0.8, counts
+
+
+def test_the_lean_path_steps_aside_when_another_delivery_took_the_step(sent, monkeypatch):
+    """Between claim and record another delivery took the step over: ours records nothing."""
+    from orders.models import SagaStep
+    from orders.saga import steps
+    from payments.models import Payment
+
+    order = place_order(products=[ProductFactory(on_hand=5)])
+    saga = order.saga
+    assert engine.run_forward(saga.pk, "reserve_inventory", task_id="a") == engine.CONTINUE
+    real_charge = steps.payment_gateway_charge
+
+    def charge_then_lose_the_step(**kwargs):
+        result = real_charge(**kwargs)
+        SagaStep.objects.filter(saga=saga, name="process_payment").update(task_id="b")
+        return result
+
+    monkeypatch.setattr(steps, "payment_gateway_charge", charge_then_lose_the_step)
+    assert engine.run_forward(saga.pk, "process_payment", task_id="a") == engine.STOP
+
+    step = SagaStep.objects.get(saga=saga, name="process_payment")
+    assert (step.status, step.task_id) == ("running", "b")
+    assert not Payment.objects.filter(order=order).exists()  # the record rolled back; "b" records it
+    order.refresh_from_db()
+    assert order.status == "reserved"
+
+
+def test_a_local_step_that_fails_on_the_lean_path_is_recorded_by_the_general_one(sent):
+    from catalog.models import StockLevel
+
+    product = ProductFactory(on_hand=1)
+    other = ProductFactory(on_hand=5)
+    order = place_order(products=[other, product], quantity=2)
+
+    assert engine.run_forward(order.saga.pk, "reserve_inventory", task_id="t") == engine.STOP
+
+    saga = SagaRun.objects.get(pk=order.saga.pk)
+    step = saga.steps.get(name="reserve_inventory")
+    assert (step.status, step.attempts, step.deliveries) == ("failed", 1, 1)
+    assert "not enough stock" in step.error.lower()
+    assert list(StockLevel.objects.filter(product__in=[product, other]).values_list("reserved", flat=True)) == [0, 0]
+    assert saga.status == "compensating"
+    assert sent[-1] == ["release_inventory"]

@@ -1,0 +1,57 @@
+"""config/sql.py: prepared single-row INSERT and UPDATE."""
+
+from decimal import Decimal
+
+import pytest
+from django.db import IntegrityError
+
+from config import sql
+from payments.models import Payment
+from tests.factories import ProductFactory, place_order
+
+pytestmark = pytest.mark.django_db
+
+
+def test_insert_sets_the_key_and_converts_values_like_the_orm():
+    order = place_order(products=[ProductFactory()])
+    payment = Payment(order=order, amount=Decimal("10.00"), currency="EUR", gateway="fake", idempotency_key="k1")
+
+    assert sql.insert(payment) is True
+
+    stored = Payment.objects.get(pk=payment.pk)
+    assert (stored.order_id, stored.amount, stored.status, stored.idempotency_key) == (
+        order.pk,
+        Decimal("10.00"),
+        "pending",
+        "k1",
+    )
+    assert stored.created_at is not None and stored.created_at == payment.created_at
+
+
+def test_insert_ignoring_conflicts_reports_an_existing_row():
+    order = place_order(products=[ProductFactory()])
+    first = Payment(order=order, amount=Decimal("1.00"), currency="EUR", gateway="fake", idempotency_key="same")
+    again = Payment(order=order, amount=Decimal("2.00"), currency="EUR", gateway="fake", idempotency_key="same")
+
+    assert sql.insert(first, ignore_conflicts=True) is True
+    assert sql.insert(again, ignore_conflicts=True) is False
+    assert again.pk is None
+    assert Payment.objects.get(idempotency_key="same").amount == Decimal("1.00")
+    with pytest.raises(IntegrityError):
+        sql.insert(Payment(order=order, amount=Decimal("3.00"), currency="EUR", gateway="fake", idempotency_key="same"))
+
+
+def test_update_writes_only_the_named_fields_and_refreshes_auto_now():
+    order = place_order(products=[ProductFactory()])
+    payment = Payment.objects.create(
+        order=order, amount=Decimal("1.00"), currency="EUR", gateway="fake", idempotency_key="u"
+    )
+    before = payment.updated_at
+    payment.capture(reference="ch_1")
+    payment.amount = Decimal("99.00")  # not named: stays as stored
+
+    assert sql.update(payment, ["status", "gateway_reference", "updated_at"]) == 1
+
+    stored = Payment.objects.get(pk=payment.pk)
+    assert (stored.status, stored.gateway_reference, stored.amount) == ("captured", "ch_1", Decimal("1.00"))
+    assert stored.updated_at > before
