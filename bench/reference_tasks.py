@@ -1,18 +1,30 @@
-"""The saga benchmark's reference: a bare chain of four tasks, each one UPDATE in its own transaction.
+"""The saga benchmark's reference: a bare chain of four tasks, each one ORM UPDATE in its own transaction.
 
-The table is created with raw SQL by ``bench/saga_throughput.py`` (no Django model); the
-worker imports this module with ``-I bench.reference_tasks``.
+The table is created with raw SQL by ``bench/saga_throughput.py``; the model below is unmanaged
+(no migration) and exists only in processes that import this module: the bench itself and the
+worker it starts with ``-I bench.reference_tasks``.
 """
 
 from celery import shared_task
-from django.db import connection, transaction
+from django.db import models, transaction
+from django.db.models import F
 
-UPDATE = "UPDATE bench_chain SET step = step + 1 WHERE id = %s"
+
+class BenchChain(models.Model):
+    step = models.IntegerField(default=0)
+
+    class Meta:
+        app_label = "orders"  # an installed app is required; managed=False keeps it out of migrations
+        db_table = "bench_chain"
+        managed = False
+
+    def __str__(self):
+        return f"chain {self.pk} at step {self.step}"
 
 
 def _step(row_id):
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(UPDATE, [row_id])
+    with transaction.atomic():
+        BenchChain.objects.filter(pk=row_id).update(step=F("step") + 1)
 
 
 @shared_task(name="bench.ref_1")

@@ -13,9 +13,9 @@ A. saga throughput: N orders placed through ``orders.services.order_place`` with
    running (their chains pile up in Redis); then a real worker is started
    (``celery -A config worker --pool prefork --concurrency 2``) and timed from its start until
    every saga is terminal (polling the database): sagas/s = N / elapsed.
-B. reference: N chains of four tasks (``bench/reference_tasks.py``), each one
-   ``UPDATE bench_chain SET step = step + 1`` in its own transaction, enqueued with no worker
-   running; the same worker command is started and timed until every row has step = 4.
+B. reference: N chains of four tasks (``bench/reference_tasks.py``), each one ORM UPDATE
+   (``BenchChain.objects.filter(pk=id).update(step=F("step") + 1)``) in its own transaction,
+   enqueued with no worker running; the same worker command is started and timed until every row has step = 4.
 
 Medians over the runs. Then phase C: with a worker running, orders are placed at 50% of the
 median saga throughput for about 20 s (at most N orders); latency per order = the saga's
