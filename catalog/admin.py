@@ -1,9 +1,9 @@
 from datetime import timedelta
 
 from django.contrib import admin, messages
-from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+
+from orders.admin_links import OrderLinkMixin
 
 from .models import Product, Reservation, ReservationLine, StockLevel
 from .services import reservation_release
@@ -81,7 +81,7 @@ class ReservationStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(Reservation)
-class ReservationAdmin(admin.ModelAdmin):
+class ReservationAdmin(OrderLinkMixin, admin.ModelAdmin):
     list_display = ["id", "order_link", "status", "expires_at", "created_at"]
     list_filter = [ReservationStateFilter, "created_at"]
     search_fields = ["=order__public_id", "order__customer__email"]
@@ -90,11 +90,6 @@ class ReservationAdmin(admin.ModelAdmin):
     show_full_result_count = False
     inlines = [ReservationLineInline]
     actions = ["release"]
-
-    @admin.display(description="order")
-    def order_link(self, reservation):
-        url = reverse("admin:orders_order_change", args=[reservation.order_id])
-        return format_html('<a href="{}">{}</a>', url, reservation.order.public_id)
 
     @admin.action(description="Release the held stock", permissions=["release"])
     def release(self, request, queryset):

@@ -13,12 +13,12 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
-from django.utils.html import format_html
 from django_fsm import TransitionNotAllowed
 
 from audit.selectors import audit_trail
 from shipping.models import Shipment
 
+from .admin_links import order_admin_link
 from .models import FailedSaga, Order, OrderLine, OrderStatus, SagaRun, SagaStatus, SagaStep
 from .saga.recovery import SagaActionError, saga_compensate, saga_resolve, saga_retry
 from .selectors import order_actions
@@ -273,8 +273,7 @@ class SagaActionsMixin:
 
     @admin.display(description="order", ordering="order__created_at")
     def order_link(self, saga):
-        url = reverse("admin:orders_order_change", args=[saga.order_id])
-        return format_html('<a href="{}">{}</a>', url, saga.order.public_id)
+        return order_admin_link(saga)
 
 
 @admin.register(SagaRun)

@@ -1,6 +1,6 @@
 from django.contrib import admin
-from django.urls import reverse
-from django.utils.html import format_html
+
+from orders.admin_links import OrderLinkMixin
 
 from .models import Payment, Refund
 
@@ -16,7 +16,7 @@ class RefundInline(admin.TabularInline):
 
 
 @admin.register(Payment)
-class PaymentAdmin(admin.ModelAdmin):
+class PaymentAdmin(OrderLinkMixin, admin.ModelAdmin):
     list_display = ["id", "order_link", "amount", "currency", "status", "gateway", "gateway_reference", "created_at"]
     list_filter = ["status", "gateway", "created_at"]
     search_fields = ["order__public_id", "gateway_reference", "idempotency_key"]
@@ -26,13 +26,6 @@ class PaymentAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
-
-    @admin.display(description="order")
-    def order_link(self, obj):
-        if obj.order_id is None:
-            return "—"
-        url = reverse("admin:orders_order_change", args=[obj.order_id])
-        return format_html('<a href="{}">{}</a>', url, obj.order.public_id)
 
     def has_delete_permission(self, request, obj=None):
         return False

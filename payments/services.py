@@ -13,18 +13,23 @@ from .gateways import PaymentDeclined, get_gateway
 from .models import Payment, PaymentStatus, Refund
 
 
-def payment_record_capture(*, order, amount, currency, gateway, reference, idempotency_key) -> Payment:
-    """Record a successful charge (idempotent on ``idempotency_key``).
+def _payment_for_key(*, order, amount, currency, gateway, idempotency_key) -> Payment:
+    """The payment recorded under ``idempotency_key``: inserted (pending) in one statement, or the existing one, locked.
 
-    The usual case, the first record of this charge, is one INSERT (skipped if
-    the key exists) and the capture transition; joins the caller's transaction.
+    Call inside a transaction: a row this transaction inserted is invisible to others until it commits.
     """
+    payment = Payment(order=order, amount=amount, currency=currency, gateway=gateway, idempotency_key=idempotency_key)
+    if not sql.insert(payment, ignore_conflicts=True):
+        payment = Payment.objects.select_for_update().get(idempotency_key=idempotency_key)
+    return payment
+
+
+def payment_record_capture(*, order, amount, currency, gateway, reference, idempotency_key) -> Payment:
+    """Record a successful charge (idempotent on ``idempotency_key``); joins the caller's transaction."""
     with transaction.atomic(savepoint=False):
-        payment = Payment(
+        payment = _payment_for_key(
             order=order, amount=amount, currency=currency, gateway=gateway, idempotency_key=idempotency_key
         )
-        if not sql.insert(payment, ignore_conflicts=True):
-            payment = Payment.objects.select_for_update().get(idempotency_key=idempotency_key)
         if payment.status in (PaymentStatus.PENDING, PaymentStatus.AUTHORIZED):
             payment.capture(reference=reference)
             sql.update(payment, ["status", "gateway_reference", "updated_at"])
@@ -32,14 +37,13 @@ def payment_record_capture(*, order, amount, currency, gateway, reference, idemp
 
 
 def payment_record_failure(*, order, amount, currency, gateway, idempotency_key, code, message) -> Payment:
-    with transaction.atomic():
-        payment, _ = Payment.objects.select_for_update().get_or_create(
-            idempotency_key=idempotency_key,
-            defaults={"order": order, "amount": amount, "currency": currency, "gateway": gateway},
+    with transaction.atomic(savepoint=False):
+        payment = _payment_for_key(
+            order=order, amount=amount, currency=currency, gateway=gateway, idempotency_key=idempotency_key
         )
         if payment.status in (PaymentStatus.PENDING, PaymentStatus.AUTHORIZED):
             payment.fail(code=code, message=message)
-            payment.save(update_fields=["status", "failure_code", "failure_message", "updated_at"])
+            sql.update(payment, ["status", "failure_code", "failure_message", "updated_at"])
     return payment
 
 

@@ -135,6 +135,14 @@ def _lock(saga_id, *, with_order=False):
     return qs.filter(pk=saga_id).first()
 
 
+def _lock_or_drop(saga_id, name):
+    """``_lock(saga_id)``; a saga that no longer exists (cleaned up) is logged and its task dropped."""
+    saga = _lock(saga_id)
+    if saga is None:
+        log.warning("saga %s does not exist; dropping %s", saga_id, name)
+    return saga
+
+
 def _lock_step(saga, kind, name):
     return SagaStep.objects.select_for_update().get(saga=saga, kind=kind, name=name)
 
@@ -286,9 +294,8 @@ def _claim_forward(saga_id, name, task_id):
     """Phase 1, general path: ``(saga, order, spec)`` to go on, or the task's outcome."""
     now = timezone.now()
     with transaction.atomic():
-        saga = _lock(saga_id)
+        saga = _lock_or_drop(saga_id, name)
         if saga is None:
-            log.warning("saga %s does not exist; dropping step %s", saga_id, name)
             return STOP
         spec = definition_of(saga).step(name)
         # Every forward step in one query; the saga row lock guards them all.
@@ -602,9 +609,8 @@ def fail(saga, step, error):
 def run_compensation(saga_id, name, task_id=None):
     now = timezone.now()
     with transaction.atomic():
-        saga = _lock(saga_id)
+        saga = _lock_or_drop(saga_id, name)
         if saga is None:
-            log.warning("saga %s does not exist; dropping compensation %s", saga_id, name)
             return STOP
         forward = definition_of(saga).compensation(name)
         step = _lock_step(saga, StepKind.COMPENSATION, name)
