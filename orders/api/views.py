@@ -59,6 +59,20 @@ def idempotency_key(request):
     return key
 
 
+def staff_transition_schema(*, conflict):
+    """The documented answers of a staff-only action that moves an order on."""
+    return extend_schema(
+        request=None,
+        responses={
+            200: OrderSerializer,
+            403: error("Staff only."),
+            404: error("No such order."),
+            409: error(conflict),
+            **COMMON_ERRORS,
+        },
+    )
+
+
 @extend_schema(tags=["orders"])
 class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """The caller's own orders. Staff see every order."""
@@ -193,31 +207,13 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         order = get_object_or_404(Order, public_id=self.kwargs["id"])
         return Response(AuditEventSerializer(audit_trail(order_id=order.public_id), many=True).data)
 
-    @extend_schema(
-        request=None,
-        responses={
-            200: OrderSerializer,
-            403: error("Staff only."),
-            404: error("No such order."),
-            409: error("Not confirmed."),
-            **COMMON_ERRORS,
-        },
-    )
+    @staff_transition_schema(conflict="Not confirmed.")
     @action(detail=True, methods=["post"])
     def ship(self, request, id=None):
         """Staff: the parcel left the warehouse (stock is committed)."""
         return self._staff_transition(order_ship, "shipped")
 
-    @extend_schema(
-        request=None,
-        responses={
-            200: OrderSerializer,
-            403: error("Staff only."),
-            404: error("No such order."),
-            409: error("Not shipped."),
-            **COMMON_ERRORS,
-        },
-    )
+    @staff_transition_schema(conflict="Not shipped.")
     @action(detail=True, methods=["post"])
     def deliver(self, request, id=None):
         """Staff: the carrier delivered the parcel."""
