@@ -145,3 +145,19 @@ def test_a_local_step_that_fails_on_the_lean_path_is_recorded_by_the_general_one
     assert list(StockLevel.objects.filter(product__in=[product, other]).values_list("reserved", flat=True)) == [0, 0]
     assert saga.status == "compensating"
     assert sent[-1] == ["release_inventory"]
+
+
+def test_sagas_run_on_prepared_statements(sent):
+    """PostgreSQL parses and plans the saga's statements once per connection (settings: server-side binding)."""
+    from django.db import connection
+
+    product = ProductFactory(on_hand=50)
+    orders = [place_order(products=[product]) for _ in range(7)]  # psycopg prepares a statement on its 6th use
+    for order in orders:
+        for name in STEPS:
+            assert engine.run_forward(order.saga.pk, name, task_id="t") == engine.CONTINUE
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    assert any("orders_sagastep" in statement for statement in prepared), prepared
+    assert SagaRun.objects.filter(order__in=orders, status="completed").count() == len(orders)
