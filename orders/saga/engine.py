@@ -398,9 +398,11 @@ def _fast_path():
     return settings.SAGA_FAST_PATH and connection.vendor == "postgresql"
 
 
-def _columns(model, alias):
+def _columns(model, alias, prefix=""):
+    """(attnames, select list) of ``model``'s concrete fields; ``prefix`` names them apart (``AS prefix0``...)."""
     fields = model._meta.concrete_fields
-    return [f.attname for f in fields], ", ".join(f'{alias}."{f.column}"' for f in fields)
+    select = [f'{alias}."{f.column}"' + (f' AS "{prefix}{i}"' if prefix else "") for i, f in enumerate(fields)]
+    return [f.attname for f in fields], ", ".join(select)
 
 
 _SAGA_ATTNAMES, _SAGA_COLUMNS = _columns(SagaRun, "r")
@@ -410,17 +412,39 @@ _LOCK_SQL = (
     "JOIN orders_order o ON o.id = r.order_id WHERE r.id = %s FOR UPDATE OF r"
 )
 _LOCK_WITH_ORDER_SQL = _LOCK_SQL + ", o"
-_CLAIM_SQL = """
-UPDATE orders_sagastep AS st
-SET status = 'running', task_id = %(task_id)s, started_at = %(now)s, next_attempt_at = NULL,
-    attempts = st.attempts + 1, deliveries = st.deliveries + 1
-WHERE st.saga_id = %(saga_id)s AND st.kind = 'forward' AND st.name = %(name)s
-  AND st.status = 'pending' AND st.deliveries < %(max_deliveries)s
-  AND NOT EXISTS (
-    SELECT 1 FROM orders_sagastep AS p
-    WHERE p.saga_id = st.saga_id AND p.kind = 'forward' AND p.position < st.position AND p.status <> 'succeeded'
-  )
-RETURNING st.position, st.attempts
+# The claim, as one statement run in autocommit (one round trip, no BEGIN/COMMIT):
+# lock the saga row if it may go forward, take the step if it is pending, under
+# the delivery limit and after succeeded steps only, and mark a pending saga
+# running. It returns a row only if the step is now ours. The lock comes first
+# (every other clause needs ``r``); a write another transaction committed while
+# we waited for it can only make a clause fail (a step it just finished still
+# looks unfinished in this statement's snapshot), and then the general path
+# takes over with fresh reads.
+_CLAIM_SQL = f"""
+WITH r AS (
+  SELECT {_columns(SagaRun, "r", "s")[1]}, {_columns(Order, "o", "o")[1]}
+  FROM orders_sagarun r JOIN orders_order o ON o.id = r.order_id
+  WHERE r.id = %(saga_id)s AND r.status IN ('pending', 'running') AND NOT r.cancel_requested
+    AND r.deadline_at > %(now)s
+  FOR UPDATE OF r
+), st AS (
+  UPDATE orders_sagastep AS st
+  SET status = 'running', task_id = %(task_id)s, started_at = %(now)s, next_attempt_at = NULL,
+      attempts = st.attempts + 1, deliveries = st.deliveries + 1
+  WHERE st.saga_id = %(saga_id)s AND st.kind = 'forward' AND st.name = %(name)s
+    AND st.status = 'pending' AND st.deliveries < %(max_deliveries)s
+    AND EXISTS (SELECT 1 FROM r)
+    AND NOT EXISTS (
+      SELECT 1 FROM orders_sagastep AS p
+      WHERE p.saga_id = st.saga_id AND p.kind = 'forward' AND p.position < st.position AND p.status <> 'succeeded'
+    )
+  RETURNING st.attempts
+), started AS (
+  UPDATE orders_sagarun SET status = 'running', started_at = %(now)s, updated_at = %(now)s
+  WHERE id = %(saga_id)s AND status = 'pending' AND EXISTS (SELECT 1 FROM st)
+  RETURNING id
+)
+SELECT r.*, st.attempts, EXISTS (SELECT 1 FROM started) FROM r, st
 """
 # The step succeeded, the order moved on, the saga made progress: one statement,
 # and none of the three writes happens unless the step is still ours.
@@ -459,33 +483,27 @@ def _locked(cursor, saga_id, *, with_order):
 def _claim_forward_fast(saga_id, name, task_id):
     """Phase 1, lean: ``(saga, order, spec)`` when the step was pending and is now ours; else None."""
     now = timezone.now()
-    with transaction.atomic(), connection.cursor() as cursor:
-        saga = _locked(cursor, saga_id, with_order=False)
-        if saga is None or saga.status not in (SagaStatus.PENDING, SagaStatus.RUNNING):
-            return None
-        if saga.cancel_requested or now >= saga.deadline_at:
-            return None
-        spec = definition_of(saga).step(name)
-        params = {
-            "task_id": task_id or "",
-            "now": now,
-            "saga_id": saga.pk,
-            "name": name,
-            "max_deliveries": settings.SAGA_STEP_MAX_DELIVERIES,
-        }
+    params = {
+        "task_id": task_id or "",
+        "now": now,
+        "saga_id": saga_id,
+        "name": name,
+        "max_deliveries": settings.SAGA_STEP_MAX_DELIVERIES,
+    }
+    with connection.cursor() as cursor:
         cursor.execute(_CLAIM_SQL, params)
-        claimed = cursor.fetchone()
-        if claimed is None:
-            return None  # not pending, a step before it unfinished, or too many deliveries
-        if saga.status == SagaStatus.PENDING:
-            cursor.execute(
-                "UPDATE orders_sagarun SET status = %s, started_at = %s, updated_at = %s WHERE id = %s",
-                [SagaStatus.RUNNING, now, now, saga.pk],
-            )
-            saga.status, saga.started_at = SagaStatus.RUNNING, now
-            emit(signals.saga_started, saga)
-        _log_start(saga, name, claimed[1])
-    return saga, saga.order, spec
+        row = cursor.fetchone()
+    if row is None:
+        return None  # not pending, a step before it unfinished, too many deliveries, or the saga cannot go on
+    split, end = len(_SAGA_ATTNAMES), len(_SAGA_ATTNAMES) + len(_ORDER_ATTNAMES)
+    saga = SagaRun.from_db(DEFAULT_DB_ALIAS, _SAGA_ATTNAMES, row[:split])
+    saga.order = Order.from_db(DEFAULT_DB_ALIAS, _ORDER_ATTNAMES, row[split:end])
+    attempts, started = row[end:]
+    if started:
+        saga.status, saga.started_at, saga.updated_at = SagaStatus.RUNNING, now, now
+        emit(signals.saga_started, saga)
+    _log_start(saga, name, attempts)
+    return saga, saga.order, definition_of(saga).step(name)
 
 
 def _record_forward_fast(saga_id, spec, task_id, key, result):
