@@ -161,3 +161,69 @@ def test_sagas_run_on_prepared_statements(sent):
         prepared = [row[0] for row in cursor.fetchall()]
     assert any("orders_sagastep" in statement for statement in prepared), prepared
     assert SagaRun.objects.filter(order__in=orders, status="completed").count() == len(orders)
+
+
+def _advance(order, steps):
+    for name in steps:
+        assert engine.run_forward(order.saga.pk, name, task_id="t") == engine.CONTINUE
+
+
+@pytest.mark.parametrize(
+    ("case", "saga_status", "order_status"),
+    [
+        ("cancel_requested", "compensating", "compensating"),
+        ("deadline_passed", "compensating", "compensating"),
+        ("out_of_order", "running", "reserved"),
+        ("delivery_limit", "failed", "needs_attention"),
+    ],
+)
+def test_what_the_lean_claim_refuses_the_general_path_decides(settings, sent, case, saga_status, order_status):
+    """The one-statement claim takes only a pending step of a saga that may go on; anything else falls through."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from orders.models import SagaStep
+
+    order = place_order(products=[ProductFactory(on_hand=5)])
+    _advance(order, STEPS[:1])
+    saga = order.saga
+    name = "process_payment"
+    if case == "cancel_requested":
+        SagaRun.objects.filter(pk=saga.pk).update(cancel_requested=True)
+    elif case == "deadline_passed":
+        SagaRun.objects.filter(pk=saga.pk).update(deadline_at=timezone.now() - timedelta(seconds=1))
+    elif case == "out_of_order":
+        name = "create_shipment"
+    else:
+        SagaStep.objects.filter(saga=saga, name=name).update(deliveries=settings.SAGA_STEP_MAX_DELIVERIES)
+
+    assert engine.run_forward(saga.pk, name, task_id="t") == engine.STOP
+
+    saga.refresh_from_db()
+    order.refresh_from_db()
+    assert (saga.status, order.status) == (saga_status, order_status)
+    step = SagaStep.objects.get(saga=saga, name=name)
+    assert step.attempts == 0  # never ran: no external call was made
+    assert step.status == ("failed" if case == "delivery_limit" else "pending")
+
+
+def test_the_first_lean_claim_starts_the_saga(sent):
+    from orders import signals
+
+    started = []
+    signals.saga_started.connect(lambda sender, saga, **kwargs: started.append(saga.pk), weak=False, dispatch_uid="t")
+    try:
+        order = place_order(products=[ProductFactory(on_hand=5)])
+        _advance(order, STEPS[:2])
+    finally:
+        signals.saga_started.disconnect(dispatch_uid="t")
+    saga = SagaRun.objects.get(pk=order.saga.pk)
+    assert saga.status == "running" and saga.started_at is not None
+    assert started == [saga.pk]  # once, for the first step only
+    assert list(saga.steps.filter(kind="forward").values_list("status", "attempts", "deliveries")) == [
+        ("succeeded", 1, 1),
+        ("succeeded", 1, 1),
+        ("pending", 0, 0),
+        ("pending", 0, 0),
+    ]
