@@ -416,10 +416,13 @@ _LOCK_WITH_ORDER_SQL = _LOCK_SQL + ", o"
 # lock the saga row if it may go forward, take the step if it is pending, under
 # the delivery limit and after succeeded steps only, and mark a pending saga
 # running. It returns a row only if the step is now ours. The lock comes first
-# (every other clause needs ``r``); a write another transaction committed while
-# we waited for it can only make a clause fail (a step it just finished still
-# looks unfinished in this statement's snapshot), and then the general path
-# takes over with fresh reads.
+# (every other clause needs ``r``). If another transaction committed while we
+# waited for the lock, PostgreSQL re-reads the saga row and the step row we
+# update, but the earlier steps are read from this statement's snapshot: one
+# that just succeeded may still look unfinished. Forward steps only ever move
+# towards succeeded (an operator retry resets failed or running ones, never a
+# succeeded one), so a stale read can only make the claim fail, and then the
+# general path takes over with fresh reads.
 _CLAIM_SQL = f"""
 WITH r AS (
   SELECT {_columns(SagaRun, "r", "s")[1]}, {_columns(Order, "o", "o")[1]}
