@@ -59,9 +59,9 @@ FROM generate_series(%(start)s, %(stop)s) g;
 
 INSERT INTO orders_order (public_id, customer_id, status, currency, total, idempotency_key, request_fingerprint,
     payment_token, shipping_name, shipping_line1, shipping_line2, shipping_city, shipping_region,
-    shipping_postal_code, shipping_country, cancel_reason, created_at, updated_at)
+    shipping_postal_code, shipping_country, cancel_reason, request_id, created_at, updated_at)
 SELECT gen_random_uuid(), customer_id, status, 'USD', 42.00, '', '', 'tok_visa', 'Bench Customer', '1 Main St', '',
-       'Springfield', '', '12345', 'US', '', at, at
+       'Springfield', '', '12345', 'US', '', '', at, at
 FROM bench_ids ORDER BY n DESC;
 
 CREATE TEMP TABLE bench_orders AS
@@ -97,9 +97,9 @@ SELECT id, CASE WHEN status = 'cancelled' THEN 'cancelled' ELSE 'created' END, '
 FROM bench_orders;
 
 INSERT INTO audit_auditevent (actor_type, actor_label, object_type, object_id, order_id, event, from_state,
-    to_state, payload, created_at)
+    to_state, payload, request_id, created_at)
 SELECT 'system', 'system', 'orders.order', id::text, public_id, 'confirm', 'shipment_created', 'confirmed',
-       '{}'::jsonb, created_at
+       '{}'::jsonb, '', created_at
 FROM bench_orders;
 
 DROP TABLE bench_ids;
@@ -108,6 +108,7 @@ DROP TABLE bench_orders;
 
 
 def load(target):
+    import psycopg
     from django.db import connection
 
     from orders.models import Order
@@ -120,7 +121,10 @@ def load(target):
     batch = 200_000
     for start in range(have + 1, target + 1, batch):
         stop = min(start + batch - 1, target)
-        with connection.cursor() as cursor:
+        # Several statements in one call: client-side binding (the project's connections bind on the
+        # server, and a server-bound call takes one statement only).
+        connection.ensure_connection()
+        with psycopg.ClientCursor(connection.connection) as cursor:
             cursor.execute(LOAD_SQL, {"start": start, "stop": stop})
         print(f"  loaded orders {start}..{stop} ({time.perf_counter() - started:.0f} s)", flush=True)
     with connection.cursor() as cursor:
