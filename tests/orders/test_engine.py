@@ -148,7 +148,10 @@ def test_a_local_step_that_fails_on_the_lean_path_is_recorded_by_the_general_one
 
 
 def test_sagas_run_on_prepared_statements(sent):
-    """PostgreSQL parses and plans the saga's statements once per connection (settings: server-side binding)."""
+    """PostgreSQL parses and plans the saga's statements once per connection.
+
+    The default settings (``DATABASE_PREPARED_STATEMENTS``: server-side binding, prepare threshold 5).
+    """
     from django.db import connection
 
     product = ProductFactory(on_hand=50)
