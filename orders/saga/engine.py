@@ -398,20 +398,20 @@ def _fast_path():
     return settings.SAGA_FAST_PATH and connection.vendor == "postgresql"
 
 
-def _columns(model, alias, prefix=""):
-    """(attnames, select list) of ``model``'s concrete fields; ``prefix`` names them apart (``AS prefix0``...)."""
+def _columns(model, alias):
+    """(attnames, select list) of ``model``'s concrete fields, each named ``<alias><n>``: unique in a CTE."""
     fields = model._meta.concrete_fields
-    select = [f'{alias}."{f.column}"' + (f' AS "{prefix}{i}"' if prefix else "") for i, f in enumerate(fields)]
-    return [f.attname for f in fields], ", ".join(select)
+    select = ", ".join(f'{alias}."{f.column}" AS "{alias}{i}"' for i, f in enumerate(fields))
+    return [f.attname for f in fields], select
 
 
 _SAGA_ATTNAMES, _SAGA_COLUMNS = _columns(SagaRun, "r")
 _ORDER_ATTNAMES, _ORDER_COLUMNS = _columns(Order, "o")
-_LOCK_SQL = (
-    f"SELECT {_SAGA_COLUMNS}, {_ORDER_COLUMNS} FROM orders_sagarun r "
-    "JOIN orders_order o ON o.id = r.order_id WHERE r.id = %s FOR UPDATE OF r"
+_SAGA_WITH_ORDER = (
+    f"SELECT {_SAGA_COLUMNS}, {_ORDER_COLUMNS} FROM orders_sagarun r JOIN orders_order o ON o.id = r.order_id"
 )
-_LOCK_WITH_ORDER_SQL = _LOCK_SQL + ", o"
+# The record's lock: saga and order rows, both locked.
+_LOCK_SQL = f"{_SAGA_WITH_ORDER} WHERE r.id = %s FOR UPDATE OF r, o"
 # The claim, as one statement run in autocommit (one round trip, no BEGIN/COMMIT):
 # lock the saga row if it may go forward, take the step if it is pending, under
 # the delivery limit and after succeeded steps only, and mark a pending saga
@@ -425,8 +425,7 @@ _LOCK_WITH_ORDER_SQL = _LOCK_SQL + ", o"
 # general path takes over with fresh reads.
 _CLAIM_SQL = f"""
 WITH r AS (
-  SELECT {_columns(SagaRun, "r", "s")[1]}, {_columns(Order, "o", "o")[1]}
-  FROM orders_sagarun r JOIN orders_order o ON o.id = r.order_id
+  {_SAGA_WITH_ORDER}
   WHERE r.id = %(saga_id)s AND r.status IN ('pending', 'running') AND NOT r.cancel_requested
     AND r.deadline_at > %(now)s
   FOR UPDATE OF r
@@ -471,16 +470,19 @@ SELECT position, attempts, started_at FROM st
 """
 
 
-def _locked(cursor, saga_id, *, with_order):
-    """The saga (with its order) as model instances, saga row locked (and the order's, ``with_order``)."""
-    cursor.execute(_LOCK_WITH_ORDER_SQL if with_order else _LOCK_SQL, [saga_id])
-    row = cursor.fetchone()
-    if row is None:
-        return None
-    split = len(_SAGA_ATTNAMES)
+def _saga_from_row(row):
+    """The saga, with its order, from a row that starts with ``_SAGA_WITH_ORDER``'s columns; returns (saga, rest)."""
+    split, end = len(_SAGA_ATTNAMES), len(_SAGA_ATTNAMES) + len(_ORDER_ATTNAMES)
     saga = SagaRun.from_db(DEFAULT_DB_ALIAS, _SAGA_ATTNAMES, row[:split])
-    saga.order = Order.from_db(DEFAULT_DB_ALIAS, _ORDER_ATTNAMES, row[split:])
-    return saga
+    saga.order = Order.from_db(DEFAULT_DB_ALIAS, _ORDER_ATTNAMES, row[split:end])
+    return saga, row[end:]
+
+
+def _locked(cursor, saga_id):
+    """The saga and its order as model instances, both rows locked; None if the saga is gone."""
+    cursor.execute(_LOCK_SQL, [saga_id])
+    row = cursor.fetchone()
+    return None if row is None else _saga_from_row(row)[0]
 
 
 def _claim_forward_fast(saga_id, name, task_id):
@@ -498,10 +500,7 @@ def _claim_forward_fast(saga_id, name, task_id):
         row = cursor.fetchone()
     if row is None:
         return None  # not pending, a step before it unfinished, too many deliveries, or the saga cannot go on
-    split, end = len(_SAGA_ATTNAMES), len(_SAGA_ATTNAMES) + len(_ORDER_ATTNAMES)
-    saga = SagaRun.from_db(DEFAULT_DB_ALIAS, _SAGA_ATTNAMES, row[:split])
-    saga.order = Order.from_db(DEFAULT_DB_ALIAS, _ORDER_ATTNAMES, row[split:end])
-    attempts, started = row[end:]
+    saga, (attempts, started) = _saga_from_row(row)
     if started:
         saga.status, saga.started_at, saga.updated_at = SagaStatus.RUNNING, now, now
         emit(signals.saga_started, saga)
@@ -512,7 +511,7 @@ def _claim_forward_fast(saga_id, name, task_id):
 def _record_forward_fast(saga_id, spec, task_id, key, result):
     """Phase 3, lean: record a success. Raises ``_Fallback`` (all rolled back) when anything is unusual."""
     with transaction.atomic(), connection.cursor() as cursor:
-        saga = _locked(cursor, saga_id, with_order=True)
+        saga = _locked(cursor, saga_id)
         if saga is None or saga.status != SagaStatus.RUNNING or saga.cancel_requested:
             raise _Fallback
         order = saga.order
