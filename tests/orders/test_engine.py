@@ -12,6 +12,12 @@ pytestmark = pytest.mark.django_db(transaction=True)  # the fake gateway refuses
 STEPS = ["reserve_inventory", "process_payment", "create_shipment", "send_confirmation"]
 
 
+def _advance(order, steps):
+    """Run ``steps`` of the order's saga in this thread, each expected to let the chain go on."""
+    for name in steps:
+        assert engine.run_forward(order.saga.pk, name, task_id="t") == engine.CONTINUE
+
+
 @pytest.fixture(autouse=True)
 def sent(monkeypatch):
     calls = []
@@ -97,8 +103,7 @@ def test_the_lean_path_takes_fewer_statements(settings, sent):
         settings.SAGA_FAST_PATH = fast
         order = place_order(products=[product])
         with CaptureQueriesContext(connection) as queries:
-            for name in STEPS:
-                assert engine.run_forward(order.saga.pk, name, task_id="t") == engine.CONTINUE
+            _advance(order, STEPS)
         counts[fast] = len(queries)
     assert counts[True] < counts[False] * 0.8, counts
 
@@ -157,18 +162,12 @@ def test_sagas_run_on_prepared_statements(sent):
     product = ProductFactory(on_hand=50)
     orders = [place_order(products=[product]) for _ in range(7)]  # psycopg prepares a statement on its 6th use
     for order in orders:
-        for name in STEPS:
-            assert engine.run_forward(order.saga.pk, name, task_id="t") == engine.CONTINUE
+        _advance(order, STEPS)
     with connection.cursor() as cursor:
         cursor.execute("SELECT statement FROM pg_prepared_statements")
         prepared = [row[0] for row in cursor.fetchall()]
     assert any("orders_sagastep" in statement for statement in prepared), prepared
     assert SagaRun.objects.filter(order__in=orders, status="completed").count() == len(orders)
-
-
-def _advance(order, steps):
-    for name in steps:
-        assert engine.run_forward(order.saga.pk, name, task_id="t") == engine.CONTINUE
 
 
 @pytest.mark.parametrize(
