@@ -5,6 +5,7 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from catalog import services
 from catalog.models import Reservation, StockLevel
 from catalog.services import (
     OutOfStock,
@@ -17,6 +18,14 @@ from catalog.services import (
 from tests.factories import ProductFactory, UserFactory, place_order
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True, params=["one_statement", "line_by_line"])
+def reserve_impl(request, monkeypatch):
+    """Run every test against both ways ``stock_reserve`` works: PostgreSQL's one statement and the portable one."""
+    if request.param == "line_by_line":
+        monkeypatch.setattr(services, "_reserve_in_one_statement", services._reserve_line_by_line)
+    return request.param
 
 
 def stock(product):
@@ -67,6 +76,22 @@ def test_reserving_is_all_or_nothing():
     assert excinfo.value.skus == ["SCARCE"]
     assert stock(plenty).reserved == 0
     assert stock(scarce).reserved == 0
+    assert not Reservation.objects.exists()
+
+
+def test_reserving_leaves_stock_of_other_products_alone():
+    wanted, other = ProductFactory(on_hand=5), ProductFactory(on_hand=5)
+    stock_reserve(order=place_order(products=[wanted], quantity=3))
+    assert (stock(wanted).reserved, stock(other).reserved) == (3, 0)
+
+
+def test_reserving_a_product_without_a_stock_row_is_out_of_stock():
+    product = ProductFactory(on_hand=5, sku="NOSTOCK")
+    order = place_order(products=[product], quantity=1)
+    StockLevel.objects.filter(product=product).delete()
+    with pytest.raises(OutOfStock) as excinfo:
+        stock_reserve(order=order)
+    assert excinfo.value.skus == ["NOSTOCK"]
     assert not Reservation.objects.exists()
 
 
