@@ -1,7 +1,8 @@
 """The order analytics read model: incremental updates and a rebuild from scratch.
 
 Incremental updates run inside the transaction that changes the order, as
-single-statement ``UPDATE … SET x = x + n`` on counter rows. ``rebuild`` recomputes every
+``INSERT … ON CONFLICT DO UPDATE SET x = x + n`` on counter rows (one
+statement per transition on PostgreSQL). ``rebuild`` recomputes every
 figure from the orders and the audit trail; a test checks both agree.
 """
 
@@ -9,7 +10,7 @@ from datetime import timedelta
 from decimal import Decimal
 from functools import cache
 
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Count, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -29,76 +30,105 @@ from .models import (
 
 
 @cache
-def _add_sql(model, lookup_names, delta_names):
-    qn = connection.ops.quote_name
-    columns = {name: qn(model._meta.get_field(name).column) for name in (*lookup_names, *delta_names)}
-    assignments = ", ".join(f"{columns[name]} = {columns[name]} + %s" for name in delta_names)
-    where = " AND ".join(f"{columns[name]} = %s" for name in lookup_names)
-    return f"UPDATE {qn(model._meta.db_table)} SET {assignments} WHERE {where}"
+def _bump_sql(model, lookup_names, delta_names, rows=1):
+    """``INSERT … ON CONFLICT (lookup) DO UPDATE SET x = x + excluded.x``: one statement, row or no row.
 
-
-def _add(model, lookup, deltas):
-    """``UPDATE model SET field = field + delta WHERE lookup`` as one prepared statement; returns the row count.
-
-    On the saga's path every transition runs this: the statement text is built
+    Each inserted row carries its lookup, its deltas and zero for every other
+    counter; ``rows`` rows are written in the order given. The text is built
     once per model and field list (see ``config/sql.py`` for why).
     """
-    fields = model._meta
-    values = [fields.get_field(name).get_db_prep_value(value, connection) for name, value in deltas.items()]
-    values += [fields.get_field(name).get_db_prep_value(value, connection) for name, value in lookup.items()]
-    with connection.cursor() as cursor:
-        cursor.execute(_add_sql(model, tuple(lookup), tuple(deltas)), values)
-        return cursor.rowcount
+    qn = connection.ops.quote_name
+    meta = model._meta
+    counters = [f for f in meta.concrete_fields if not f.primary_key and f.name not in lookup_names]
+    fields = [meta.get_field(name) for name in lookup_names] + counters
+    table = qn(meta.db_table)
+    keys = ", ".join(qn(meta.get_field(name).column) for name in lookup_names)
+    assignments = ", ".join(
+        f"{qn(column)} = {table}.{qn(column)} + excluded.{qn(column)}"
+        for column in (meta.get_field(name).column for name in delta_names)
+    )
+    columns = ", ".join(qn(f.column) for f in fields)
+    values = ", ".join([f"({', '.join(['%s'] * len(fields))})"] * rows)
+    sql = f"INSERT INTO {table} ({columns}) VALUES {values} ON CONFLICT ({keys}) DO UPDATE SET {assignments}"
+    return sql, fields
+
+
+def _bump_statement(model, rows):
+    """(sql, params) adding ``deltas`` to each ``(lookup, deltas)`` row of ``rows``, all with the same fields."""
+    lookup, deltas = rows[0]
+    sql, fields = _bump_sql(model, tuple(lookup), tuple(deltas), len(rows))
+    params = []
+    for lookup, deltas in rows:
+        values = {**lookup, **deltas}
+        params.extend(f.get_db_prep_value(values.get(f.name, 0), connection) for f in fields)
+    return sql, params
 
 
 def _bump(model, lookup, **deltas):
-    """``UPDATE model SET field = field + delta WHERE lookup``, creating the row first if needed."""
-    if _add(model, lookup, deltas):
-        return
-    try:
-        with transaction.atomic():
-            model.objects.create(**lookup)
-    except IntegrityError:
-        pass  # created concurrently
-    _add(model, lookup, deltas)
+    """``field = field + delta`` on the row ``lookup``, which is created if missing."""
+    _execute([_bump_statement(model, [(lookup, deltas)])])
 
 
-_MOVE_STATUS_SQL = (
-    "UPDATE orders_orderstatuscount SET count = count + CASE WHEN status = %s THEN -1 ELSE 1 END "
-    "WHERE status IN (%s, %s)"
+def _combine():
+    return connection.vendor == "postgresql"
+
+
+def _execute(statements):
+    """Run ``[(sql, params)]`` in this order; on PostgreSQL as one statement (one round trip).
+
+    Every writer takes the counter rows in the same order (statuses, day,
+    products), so two transactions never wait on each other's rows crosswise.
+    Combined, each statement is a CTE, and the final SELECT reads them one
+    after the other: each runs to completion when it is read, so the order holds.
+    """
+    with connection.cursor() as cursor:
+        if _combine() and len(statements) > 1:
+            ctes = ", ".join(f"s{i} AS ({sql} RETURNING 1)" for i, (sql, _) in enumerate(statements))
+            reads = ", ".join(f"(SELECT count(*) FROM s{i})" for i in range(len(statements)))
+            cursor.execute(f"WITH {ctes} SELECT {reads}", [value for _, params in statements for value in params])
+            return
+        for sql, params in statements:
+            cursor.execute(sql, params)
+
+
+# Units and revenue of every product on an order, added to (or taken off) its sales row.
+_PRODUCT_SALES_SQL = (
+    "INSERT INTO orders_productsalesstats (product_id, units, revenue) "
+    "SELECT product_id, %s * SUM(quantity), %s * SUM(line_total) FROM orders_orderline WHERE order_id = %s "
+    "GROUP BY product_id ORDER BY product_id "
+    "ON CONFLICT (product_id) DO UPDATE SET units = orders_productsalesstats.units + excluded.units, "
+    "revenue = orders_productsalesstats.revenue + excluded.revenue"
 )
 
 
-def _move_status(source, target):
-    """``source`` count - 1 and ``target`` count + 1 in one statement (rows locked in index order)."""
-    with connection.cursor() as cursor:
-        cursor.execute(_MOVE_STATUS_SQL, [source, source, target])
-        updated = cursor.rowcount
-    if updated < 2:  # a status never counted before: its row starts here
-        present = set(OrderStatusCount.objects.filter(status__in=[source, target]).values_list("status", flat=True))
-        for status, delta in ((source, -1), (target, 1)):
-            if status not in present:
-                _bump(OrderStatusCount, {"status": status}, count=delta)
+def _day(order):
+    return {"day": order.created_at.date(), "currency": order.currency}
 
 
 def order_placed(order):
-    _bump(DailyOrderStats, {"day": order.created_at.date(), "currency": order.currency}, placed=1)
-    _bump(OrderStatusCount, {"status": OrderStatus.PENDING}, count=1)
+    _execute(
+        [
+            _bump_statement(OrderStatusCount, [({"status": OrderStatus.PENDING}, {"count": 1})]),
+            _bump_statement(DailyOrderStats, [(_day(order), {"placed": 1})]),
+        ]
+    )
 
 
 def order_moved(order, source, target):
-    _move_status(source, target)
-    was, now = source in REVENUE_STATES, target in REVENUE_STATES
-    day = {"day": order.created_at.date(), "currency": order.currency}
+    """Every figure a transition changes, in one statement on PostgreSQL (it runs in every saga step)."""
+    moves = sorted([(source, -1), (target, 1)])  # both rows in one statement, in status order
+    statements = [_bump_statement(OrderStatusCount, [({"status": status}, {"count": n}) for status, n in moves])]
+    day, sign = {}, 0
     if target == OrderStatus.CANCELLED:
-        _bump(DailyOrderStats, day, cancelled=1)
-    if was == now:
-        return
-    sign = 1 if now else -1
-    _bump(DailyOrderStats, day, confirmed=sign, revenue=sign * order.total)
-    lines = OrderLine.objects.filter(order_id=order.pk).values_list("product_id", "quantity", "line_total")
-    for product_id, quantity, line_total in lines:
-        _bump(ProductSalesStats, {"product_id": product_id}, units=sign * quantity, revenue=sign * line_total)
+        day["cancelled"] = 1
+    if (source in REVENUE_STATES) != (target in REVENUE_STATES):
+        sign = 1 if target in REVENUE_STATES else -1
+        day.update(confirmed=sign, revenue=sign * order.total)
+    if day:  # one statement for the row: a statement cannot change one row twice
+        statements.append(_bump_statement(DailyOrderStats, [(_day(order), day)]))
+    if sign:
+        statements.append((_PRODUCT_SALES_SQL, [sign, sign, order.pk]))
+    _execute(statements)
 
 
 def step_failed(step):
