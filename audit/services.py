@@ -29,5 +29,7 @@ def audit_record(
         to_state=to_state or "",
         payload=payload or {},
     )
-    sql.insert(event)  # one prepared INSERT: every transition on the saga's path writes one
+    # One prepared INSERT (every transition on the saga's path writes one); held
+    # back inside ``sql.deferring``, where ``event.pk`` stays None.
+    sql.insert_later(event)
     return event

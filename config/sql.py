@@ -10,8 +10,14 @@ SQLite alike.
 What they skip, on purpose: ``pre_save``/``post_save`` signals and model
 validation. Use them only for models whose writes need neither (audit events,
 rows a service creates in a known state) and prefer ``save()`` everywhere else.
+
+``deferring`` goes one step further for writes whose result nobody reads (an
+audit event, a counter): inside the block they are held back and sent as part
+of the block's last statement, one round trip for all of them.
 """
 
+import contextvars
+from contextlib import contextmanager
 from functools import cache
 
 from django.db import DEFAULT_DB_ALIAS, connections
@@ -22,17 +28,16 @@ def _quote(connection, name):
 
 
 @cache
-def _insert_plan(model, using, ignore_conflicts):
+def _insert_plan(model, using, ignore_conflicts, returning=True):
     connection = connections[using]
     meta = model._meta
     fields = [f for f in meta.concrete_fields if not (f.primary_key and getattr(f, "db_returning", False))]
     columns = ", ".join(_quote(connection, f.column) for f in fields)
     placeholders = ", ".join(["%s"] * len(fields))
     conflict = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
-    sql = (
-        f"INSERT INTO {_quote(connection, meta.db_table)} ({columns}) VALUES ({placeholders}){conflict} "
-        f"RETURNING {_quote(connection, meta.pk.column)}"
-    )
+    sql = f"INSERT INTO {_quote(connection, meta.db_table)} ({columns}) VALUES ({placeholders}){conflict}"
+    if returning:
+        sql += f" RETURNING {_quote(connection, meta.pk.column)}"
     return sql, fields
 
 
@@ -75,3 +80,98 @@ def update(obj, fields, *, using=DEFAULT_DB_ALIAS) -> int:
     with connection.cursor() as cursor:
         cursor.execute(sql, [*values, obj.pk])
         return cursor.rowcount
+
+
+# --- writes held back until the block's last statement ------------------------------
+_held = contextvars.ContextVar("sql_held_writes", default=None)
+
+
+class HeldWrites:
+    """The writes held back by ``deferring``; ``execute`` sends them with one last statement."""
+
+    def __init__(self, using):
+        self.using = using
+        self.statements = []
+
+    def execute(self, cursor, ctes, select, params):
+        """Run ``WITH <held writes>, <ctes> SELECT <select>`` as one statement and return its row.
+
+        The held writes become CTEs that the SELECT reads first, one after the
+        other, so they run in the order they were made (an unread data-modifying
+        CTE would run at the end of the statement, in reverse order), and before
+        ``ctes``. ``ctes`` and ``select`` use ``%s`` placeholders for ``params``;
+        ``select`` must give one row (scalar subqueries).
+        """
+        held, self.statements = self.statements, []
+        names = [f"held{i}" for i in range(len(held))]
+        parts = [f"{name} AS ({sql} RETURNING 1)" for name, (sql, _) in zip(names, held, strict=True)]
+        reads = [f"(SELECT count(*) FROM {name})" for name in names]
+        query = f"WITH {', '.join([*parts, ctes] if ctes else parts)} SELECT {', '.join([*reads, select])}"
+        cursor.execute(query, [value for _, values in held for value in values] + list(params))
+        return cursor.fetchone()[len(held) :]
+
+    def flush(self):
+        held, self.statements = self.statements, []
+        with connections[self.using].cursor() as cursor:
+            for sql, params in held:
+                cursor.execute(sql, params)
+
+
+@contextmanager
+def deferring(using=DEFAULT_DB_ALIAS):
+    """Hold back ``write`` and ``insert_later`` calls made in the block (PostgreSQL: CTEs).
+
+    Use inside a transaction, for writes nothing in the same transaction reads
+    afterwards. The block's code sends them with ``HeldWrites.execute``; any
+    still held when the block ends normally run then, one by one. When the block
+    raises they are dropped: the transaction around it rolls back anyway.
+    """
+    held = HeldWrites(using)
+    token = _held.set(held)
+    try:
+        yield held
+    finally:
+        _held.reset(token)
+    held.flush()
+
+
+def deferring_writes(using=DEFAULT_DB_ALIAS) -> bool:
+    held = _held.get()
+    return held is not None and held.using == using
+
+
+def write(sql, params, *, using=DEFAULT_DB_ALIAS) -> None:
+    """Execute a write whose result nobody reads: now, or held back inside ``deferring``."""
+    if deferring_writes(using):
+        _held.get().statements.append((sql, params))
+        return
+    with connections[using].cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def write_all(statements, *, combine=None, using=DEFAULT_DB_ALIAS) -> None:
+    """``write`` each ``(sql, params)`` in this order; outside ``deferring`` as one statement on PostgreSQL.
+
+    ``combine`` (default: on PostgreSQL) runs them as CTEs of one statement, in this order.
+    """
+    if deferring_writes(using):
+        _held.get().statements.extend(statements)
+        return
+    connection = connections[using]
+    held = HeldWrites(using)
+    held.statements = list(statements)
+    if (connection.vendor == "postgresql" if combine is None else combine) and len(statements) > 1:
+        with connection.cursor() as cursor:
+            held.execute(cursor, "", "1", [])
+    else:
+        held.flush()
+
+
+def insert_later(obj, *, using=DEFAULT_DB_ALIAS) -> None:
+    """``insert`` for a row whose key nobody needs: inside ``deferring`` it is held back (``obj.pk`` stays None)."""
+    if not deferring_writes(using):
+        insert(obj, using=using)
+        return
+    connection = connections[using]
+    sql, fields = _insert_plan(type(obj), using, False, returning=False)
+    write(sql, [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields], using=using)

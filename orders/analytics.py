@@ -16,6 +16,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from config import sql
 
 from .models import (
     REVENUE_STATES,
@@ -49,19 +50,19 @@ def _bump_sql(model, lookup_names, delta_names, rows=1):
     )
     columns = ", ".join(qn(f.column) for f in fields)
     values = ", ".join([f"({', '.join(['%s'] * len(fields))})"] * rows)
-    sql = f"INSERT INTO {table} ({columns}) VALUES {values} ON CONFLICT ({keys}) DO UPDATE SET {assignments}"
-    return sql, fields
+    text = f"INSERT INTO {table} ({columns}) VALUES {values} ON CONFLICT ({keys}) DO UPDATE SET {assignments}"
+    return text, fields
 
 
 def _bump_statement(model, rows):
     """(sql, params) adding ``deltas`` to each ``(lookup, deltas)`` row of ``rows``, all with the same fields."""
     lookup, deltas = rows[0]
-    sql, fields = _bump_sql(model, tuple(lookup), tuple(deltas), len(rows))
+    text, fields = _bump_sql(model, tuple(lookup), tuple(deltas), len(rows))
     params = []
     for lookup, deltas in rows:
         values = {**lookup, **deltas}
         params.extend(f.get_db_prep_value(values.get(f.name, 0), connection) for f in fields)
-    return sql, params
+    return text, params
 
 
 def _bump(model, lookup, **deltas):
@@ -78,17 +79,8 @@ def _execute(statements):
 
     Every writer takes the counter rows in the same order (statuses, day,
     products), so two transactions never wait on each other's rows crosswise.
-    Combined, each statement is a CTE, and the final SELECT reads them one
-    after the other: each runs to completion when it is read, so the order holds.
     """
-    with connection.cursor() as cursor:
-        if _combine() and len(statements) > 1:
-            ctes = ", ".join(f"s{i} AS ({sql} RETURNING 1)" for i, (sql, _) in enumerate(statements))
-            reads = ", ".join(f"(SELECT count(*) FROM s{i})" for i in range(len(statements)))
-            cursor.execute(f"WITH {ctes} SELECT {reads}", [value for _, params in statements for value in params])
-            return
-        for sql, params in statements:
-            cursor.execute(sql, params)
+    sql.write_all(statements, combine=_combine())
 
 
 # Units and revenue of every product on an order, added to (or taken off) its sales row.

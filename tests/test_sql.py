@@ -55,3 +55,43 @@ def test_update_writes_only_the_named_fields_and_refreshes_auto_now():
     stored = Payment.objects.get(pk=payment.pk)
     assert (stored.status, stored.gateway_reference, stored.amount) == ("captured", "ch_1", Decimal("1.00"))
     assert stored.updated_at > before
+
+
+def _audit_events():
+    from audit.models import AuditEvent
+
+    return list(AuditEvent.objects.order_by("id").values_list("event", flat=True))
+
+
+def test_held_writes_run_with_the_last_statement_in_the_order_they_were_made():
+    from django.db import connection, transaction
+
+    from audit.services import audit_record
+
+    with transaction.atomic(), connection.cursor() as cursor, sql.deferring() as held:
+        first = audit_record(object_type="x", object_id="1", event="first")
+        audit_record(object_type="x", object_id="1", event="second")
+        assert first.pk is None and _audit_events() == []  # held back, not yet sent
+        row = held.execute(cursor, "n AS (SELECT 41 AS v)", "(SELECT v FROM n) + %s", [1])
+        assert row == (42,)
+        assert _audit_events() == ["first", "second"]  # the ids follow the order of the calls
+        audit_record(object_type="x", object_id="1", event="left over")
+    assert _audit_events() == ["first", "second", "left over"]  # still held at the end: run then
+
+
+def test_held_writes_are_dropped_when_the_block_raises():
+    from django.db import transaction
+
+    from audit.services import audit_record
+
+    with pytest.raises(RuntimeError), transaction.atomic(), sql.deferring():
+        audit_record(object_type="x", object_id="1", event="never")
+        raise RuntimeError
+    assert _audit_events() == []
+
+
+def test_insert_later_outside_a_deferring_block_inserts_at_once():
+    from audit.services import audit_record
+
+    event = audit_record(object_type="x", object_id="1", event="now")
+    assert event.pk is not None and _audit_events() == ["now"]

@@ -29,6 +29,7 @@ from django.db import DEFAULT_DB_ALIAS, connection, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
+from config import sql
 from config.observability import get_request_id, set_request_id
 from orders import signals
 from orders.models import Order, OrderStatus, SagaRun, SagaStatus, SagaStep, StepKind, StepStatus
@@ -448,26 +449,26 @@ WITH r AS (
 )
 SELECT r.*, st.attempts, EXISTS (SELECT 1 FROM started) FROM r, st
 """
-# The step succeeded, the order moved on, the saga made progress: one statement,
-# and none of the three writes happens unless the step is still ours.
-_SUCCEED_SQL = """
-WITH st AS (
-  UPDATE orders_sagastep SET status = 'succeeded', result = %(result)s, error = '', finished_at = %(now)s
-  WHERE saga_id = %(saga_id)s AND kind = 'forward' AND name = %(name)s AND status = 'running'
-    AND task_id = %(task_id)s
-  RETURNING position, attempts, started_at
+# The step succeeded, the order moved on, the saga made progress: CTEs of the
+# record's last statement (after the writes held back until then: the audit
+# events and counters of the transition). None of the three writes happens
+# unless the step is still ours; the SELECT gives NULLs when it is not.
+_SUCCEED_CTES = """
+st AS (
+  UPDATE orders_sagastep SET status = 'succeeded', result = %s, error = '', finished_at = %s
+  WHERE saga_id = %s AND kind = 'forward' AND name = %s AND status = 'running' AND task_id = %s
+  RETURNING attempts, started_at
 ), o AS (
-  UPDATE orders_order SET status = %(order_status)s, updated_at = %(now)s
-  WHERE id = %(order_id)s AND EXISTS (SELECT 1 FROM st)
+  UPDATE orders_order SET status = %s, updated_at = %s
+  WHERE id = %s AND EXISTS (SELECT 1 FROM st)
 ), r AS (
   UPDATE orders_sagarun
-  SET updated_at = %(now)s,
-      status = CASE WHEN %(last)s THEN 'completed' ELSE status END,
-      finished_at = CASE WHEN %(last)s THEN %(now)s ELSE finished_at END
-  WHERE id = %(saga_id)s AND EXISTS (SELECT 1 FROM st)
-)
-SELECT position, attempts, started_at FROM st
-"""
+  SET updated_at = %s,
+      status = CASE WHEN %s THEN 'completed' ELSE status END,
+      finished_at = CASE WHEN %s THEN %s ELSE finished_at END
+  WHERE id = %s AND EXISTS (SELECT 1 FROM st)
+)"""
+_SUCCEED_SELECT = "(SELECT attempts FROM st), (SELECT started_at FROM st)"
 
 
 def _saga_from_row(row):
@@ -510,7 +511,7 @@ def _claim_forward_fast(saga_id, name, task_id):
 
 def _record_forward_fast(saga_id, spec, task_id, key, result):
     """Phase 3, lean: record a success. Raises ``_Fallback`` (all rolled back) when anything is unusual."""
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor, sql.deferring() as held:
         saga = _locked(cursor, saga_id)
         if saga is None or saga.status != SagaStatus.RUNNING or saga.cancel_requested:
             raise _Fallback
@@ -524,22 +525,14 @@ def _record_forward_fast(saga_id, spec, task_id, key, result):
         now = timezone.now()
         definition = definition_of(saga)
         last = spec.name == definition.steps[-1].name
-        getattr(order, spec.advance)()  # its receivers (audit, analytics) write in this transaction
-        params = {
-            "result": Jsonb(result),
-            "now": now,
-            "saga_id": saga.pk,
-            "name": spec.name,
-            "task_id": task_id or "",
-            "order_status": order.status,
-            "order_id": order.pk,
-            "last": last,
-        }
-        cursor.execute(_SUCCEED_SQL, params)
-        step = cursor.fetchone()
-        if step is None:
+        getattr(order, spec.advance)()  # its receivers' writes (audit, analytics) are held back ...
+        # ... and go with this one statement: one round trip for the rest of the record.
+        params = [Jsonb(result), now, saga.pk, spec.name, task_id or ""]
+        params += [order.status, now, order.pk]
+        params += [now, last, last, now, saga.pk]
+        attempts, started_at = held.execute(cursor, _SUCCEED_CTES, _SUCCEED_SELECT, params)
+        if attempts is None:
             raise _Fallback  # another delivery took the step over
-        _position, attempts, started_at = step
         order.updated_at = now
         if last:
             saga.status, saga.finished_at = SagaStatus.COMPLETED, now
