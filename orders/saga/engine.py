@@ -22,6 +22,7 @@ import logging
 import random
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
 
 from celery import chain
 from django.conf import settings
@@ -416,7 +417,8 @@ _LOCK_SQL = f"{_SAGA_WITH_ORDER} WHERE r.id = %s FOR UPDATE OF r, o"
 # The claim, as one statement run in autocommit (one round trip, no BEGIN/COMMIT):
 # lock the saga row if it may go forward, take the step if it is pending, under
 # the delivery limit and after succeeded steps only, and mark a pending saga
-# running. It returns a row only if the step is now ours. The lock comes first
+# running. It returns a row only if the step is now ours, with the order's
+# customer (not locked) for the steps that write to them. The lock comes first
 # (every other clause needs ``r``). If another transaction committed while we
 # waited for the lock, PostgreSQL re-reads the saga row and the step row we
 # update, but the earlier steps are read from this statement's snapshot: one
@@ -447,8 +449,21 @@ WITH r AS (
   WHERE id = %(saga_id)s AND status = 'pending' AND EXISTS (SELECT 1 FROM st)
   RETURNING id
 )
-SELECT r.*, st.attempts, EXISTS (SELECT 1 FROM started) FROM r, st
+SELECT r.*, {{customer}}, st.attempts, EXISTS (SELECT 1 FROM started)
+FROM r JOIN {{customer_table}} u ON u.{{customer_pk}} = r."o{_ORDER_ATTNAMES.index("customer_id")}", st
 """
+
+
+@cache
+def _claim_plan():
+    """(claim SQL, the customer model and its attnames): the user model is known only once apps are ready."""
+    customer_model = Order._meta.get_field("customer").related_model
+    attnames, columns = _columns(customer_model, "u")
+    meta = customer_model._meta
+    sql_text = _CLAIM_SQL.format(customer=columns, customer_table=meta.db_table, customer_pk=meta.pk.column)
+    return sql_text, customer_model, attnames
+
+
 # The step succeeded, the order moved on, the saga made progress: CTEs of the
 # record's last statement (after the writes held back until then: the audit
 # events and counters of the transition). None of the three writes happens
@@ -496,12 +511,16 @@ def _claim_forward_fast(saga_id, name, task_id):
         "name": name,
         "max_deliveries": settings.SAGA_STEP_MAX_DELIVERIES,
     }
+    claim_sql, customer_model, customer_attnames = _claim_plan()
     with connection.cursor() as cursor:
-        cursor.execute(_CLAIM_SQL, params)
+        cursor.execute(claim_sql, params)
         row = cursor.fetchone()
     if row is None:
         return None  # not pending, a step before it unfinished, too many deliveries, or the saga cannot go on
-    saga, (attempts, started) = _saga_from_row(row)
+    saga, rest = _saga_from_row(row)
+    split = len(customer_attnames)
+    saga.order.customer = customer_model.from_db(DEFAULT_DB_ALIAS, customer_attnames, rest[:split])
+    attempts, started = rest[split:]
     if started:
         saga.status, saga.started_at, saga.updated_at = SagaStatus.RUNNING, now, now
         emit(signals.saga_started, saga)
