@@ -16,6 +16,8 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from config import sql
+
 from .models import Product, Reservation, ReservationLine, ReservationStatus, StockLevel
 
 
@@ -192,7 +194,11 @@ def reservation_commit(*, reservation) -> bool:
 
 
 def reservation_hold(*, order) -> None:
-    """Keep the order's stock until it ships or is cancelled (the order is paid): one UPDATE."""
-    Reservation.objects.filter(order=order, status=ReservationStatus.ACTIVE).update(
-        expires_at=None, updated_at=timezone.now()
+    """Keep the order's stock until it ships or is cancelled (the order is paid): one UPDATE.
+
+    Nobody reads its result, so inside ``sql.deferring`` (a saga's record) it waits for the last statement.
+    """
+    sql.write(
+        "UPDATE catalog_reservation SET expires_at = NULL, updated_at = %s WHERE order_id = %s AND status = %s",
+        [timezone.now(), order.pk, ReservationStatus.ACTIVE],
     )

@@ -110,9 +110,16 @@ class HeldWrites:
         cursor.execute(query, [value for _, values in held for value in values] + list(params))
         return cursor.fetchone()[len(held) :]
 
-    def flush(self):
-        held, self.statements = self.statements, []
-        with connections[self.using].cursor() as cursor:
+    def flush(self, combine=None):
+        """Run the held writes now: on PostgreSQL (or with ``combine``) as one statement, else one by one."""
+        connection = connections[self.using]
+        if combine is None:
+            combine = connection.vendor == "postgresql"
+        with connection.cursor() as cursor:
+            if combine and len(self.statements) > 1:
+                self.execute(cursor, "", "1", [])
+                return
+            held, self.statements = self.statements, []
             for sql, params in held:
                 cursor.execute(sql, params)
 
@@ -157,14 +164,9 @@ def write_all(statements, *, combine=None, using=DEFAULT_DB_ALIAS) -> None:
     if deferring_writes(using):
         _held.get().statements.extend(statements)
         return
-    connection = connections[using]
     held = HeldWrites(using)
     held.statements = list(statements)
-    if (connection.vendor == "postgresql" if combine is None else combine) and len(statements) > 1:
-        with connection.cursor() as cursor:
-            held.execute(cursor, "", "1", [])
-    else:
-        held.flush()
+    held.flush(combine)
 
 
 def insert_later(obj, *, using=DEFAULT_DB_ALIAS) -> None:
@@ -175,3 +177,11 @@ def insert_later(obj, *, using=DEFAULT_DB_ALIAS) -> None:
     connection = connections[using]
     sql, fields = _insert_plan(type(obj), using, False, returning=False)
     write(sql, [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields], using=using)
+
+
+def update_later(obj, fields, *, using=DEFAULT_DB_ALIAS) -> None:
+    """``update`` when nobody needs the row count: inside ``deferring`` it is held back."""
+    connection = connections[using]
+    sql, model_fields = _update_plan(type(obj), using, tuple(fields))
+    values = [f.get_db_prep_save(f.pre_save(obj, False), connection) for f in model_fields]
+    write(sql, [*values, obj.pk], using=using)

@@ -86,7 +86,7 @@ def notification_send(*, notification_id) -> Notification:
     sent one is left alone. Raises ``TransientDeliveryError`` (retry later) or
     ``PermanentDeliveryError`` (the notification is ``failed``).
     """
-    with transaction.atomic():
+    with transaction.atomic(), sql.deferring():
         notification = Notification.objects.select_for_update().get(pk=notification_id)
         failed = _deliver(notification)
     if failed is not None:
@@ -105,7 +105,7 @@ def notification_queue_and_send(*, template, recipient, context, idempotency_key
     notification = Notification(
         template=template, recipient=recipient, context=context, idempotency_key=idempotency_key, order=order
     )
-    with transaction.atomic():
+    with transaction.atomic(), sql.deferring():  # the status update and its audit event: one statement
         created = sql.insert(notification, ignore_conflicts=True)
         failed = _deliver(notification) if created else None
     if not created:
@@ -128,14 +128,14 @@ def _deliver(notification):
         message.send()
     except smtplib.SMTPRecipientsRefused as exc:
         notification.mark_failed(f"recipient refused: {exc}")
-        sql.update(notification, ["status", "attempts", "last_error", "updated_at"])
+        sql.update_later(notification, ["status", "attempts", "last_error", "updated_at"])
         return PermanentDeliveryError(str(exc))
     except (smtplib.SMTPException, OSError) as exc:
         notification.last_error = f"{type(exc).__name__}: {exc}"
-        sql.update(notification, ["attempts", "last_error", "updated_at"])
+        sql.update_later(notification, ["attempts", "last_error", "updated_at"])
         return TransientDeliveryError(notification.last_error)
     notification.mark_sent(timezone.now())
-    sql.update(notification, ["status", "attempts", "sent_at", "last_error", "updated_at"])
+    sql.update_later(notification, ["status", "attempts", "sent_at", "last_error", "updated_at"])
     return None
 
 

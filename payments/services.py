@@ -32,7 +32,7 @@ def payment_record_capture(*, order, amount, currency, gateway, reference, idemp
         )
         if payment.status in (PaymentStatus.PENDING, PaymentStatus.AUTHORIZED):
             payment.capture(reference=reference)
-            sql.update(payment, ["status", "gateway_reference", "updated_at"])
+            sql.update_later(payment, ["status", "gateway_reference", "updated_at"])  # held back in a saga's record
     return payment
 
 

@@ -95,3 +95,28 @@ def test_insert_later_outside_a_deferring_block_inserts_at_once():
 
     event = audit_record(object_type="x", object_id="1", event="now")
     assert event.pk is not None and _audit_events() == ["now"]
+
+
+def test_writes_still_held_at_the_end_of_the_block_run_as_one_statement():
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from audit.services import audit_record
+
+    payment = Payment.objects.create(
+        order=place_order(products=[ProductFactory()]),
+        amount=Decimal("1.00"),
+        currency="EUR",
+        gateway="fake",
+        idempotency_key="held",
+    )
+    with CaptureQueriesContext(connection) as queries, transaction.atomic():
+        with sql.deferring():
+            payment.capture(reference="ch_held")  # its audit event is held back too
+            sql.update_later(payment, ["status", "gateway_reference", "updated_at"])
+            audit_record(object_type="x", object_id="1", event="also held")
+            assert Payment.objects.get(pk=payment.pk).status == "pending"
+        sent = [q["sql"] for q in queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
+    assert len(sent) == 2 and sent[1].startswith("WITH held0")  # the SELECT above, then every held write at once
+    assert Payment.objects.get(pk=payment.pk).status == "captured"
+    assert _audit_events() == ["capture", "also held"]

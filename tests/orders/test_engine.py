@@ -108,6 +108,15 @@ def test_the_lean_path_takes_fewer_statements(settings, sent):
     assert counts[True] < counts[False] * 0.8, counts
 
 
+def test_the_lean_claim_brings_the_order_and_its_customer(django_assert_num_queries):
+    order = place_order(products=[ProductFactory(on_hand=5)])
+    email = order.customer.email
+    with django_assert_num_queries(1):
+        saga, claimed, spec = engine._claim_forward_fast(order.saga.pk, "reserve_inventory", "t")
+        assert (claimed.pk, claimed.customer.email, spec.name) == (order.pk, email, "reserve_inventory")
+    assert saga.status == "running"
+
+
 def test_the_lean_path_steps_aside_when_another_delivery_took_the_step(sent, monkeypatch):
     """Between claim and record another delivery took the step over: ours records nothing."""
     from orders.models import SagaStep
