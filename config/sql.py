@@ -112,6 +112,8 @@ class HeldWrites:
 
     def flush(self, combine=None):
         """Run the held writes now: on PostgreSQL (or with ``combine``) as one statement, else one by one."""
+        if not self.statements:
+            return
         connection = connections[self.using]
         if combine is None:
             combine = connection.vendor == "postgresql"
