@@ -33,7 +33,7 @@ from psycopg.types.json import Jsonb
 from config import sql
 from config.observability import get_request_id, set_request_id
 from orders import signals
-from orders.models import Order, OrderStatus, SagaRun, SagaStatus, SagaStep, StepKind, StepStatus
+from orders.models import Order, OrderLine, OrderStatus, SagaRun, SagaStatus, SagaStep, StepKind, StepStatus
 
 from .definition import StepFailed
 from .steps import DEFINITIONS, ORDER_FULFILMENT
@@ -417,8 +417,8 @@ _LOCK_SQL = f"{_SAGA_WITH_ORDER} WHERE r.id = %s FOR UPDATE OF r, o"
 # The claim, as one statement run in autocommit (one round trip, no BEGIN/COMMIT):
 # lock the saga row if it may go forward, take the step if it is pending, under
 # the delivery limit and after succeeded steps only, and mark a pending saga
-# running. It returns a row only if the step is now ours, with the order's
-# customer (not locked) for the steps that write to them. The lock comes first
+# running. It returns a row only if the step is now ours, with what the steps
+# work on besides: the order's customer and its lines (not locked). The lock comes first
 # (every other clause needs ``r``). If another transaction committed while we
 # waited for the lock, PostgreSQL re-reads the saga row and the step row we
 # update, but the earlier steps are read from this statement's snapshot: one
@@ -449,19 +449,29 @@ WITH r AS (
   WHERE id = %(saga_id)s AND status = 'pending' AND EXISTS (SELECT 1 FROM st)
   RETURNING id
 )
-SELECT r.*, {{customer}}, st.attempts, EXISTS (SELECT 1 FROM started)
+SELECT r.*, {{customer}},
+  (SELECT json_agg(json_build_array({{line_columns}}) ORDER BY l.id) FROM orders_orderline l
+   WHERE l.order_id = r."o{_ORDER_ATTNAMES.index("id")}"),
+  st.attempts, EXISTS (SELECT 1 FROM started)
 FROM r JOIN {{customer_table}} u ON u.{{customer_pk}} = r."o{_ORDER_ATTNAMES.index("customer_id")}", st
 """
 
 
 @cache
 def _claim_plan():
-    """(claim SQL, the customer model and its attnames): the user model is known only once apps are ready."""
+    """(claim SQL, customer model, its attnames, line fields): the user model is known only once apps are ready."""
     customer_model = Order._meta.get_field("customer").related_model
     attnames, columns = _columns(customer_model, "u")
     meta = customer_model._meta
-    sql_text = _CLAIM_SQL.format(customer=columns, customer_table=meta.db_table, customer_pk=meta.pk.column)
-    return sql_text, customer_model, attnames
+    line_fields = OrderLine._meta.concrete_fields
+    # JSON has no decimals: those travel as text, and every value goes through its field's to_python.
+    line_columns = ", ".join(
+        f'l."{f.column}"::text' if f.get_internal_type() == "DecimalField" else f'l."{f.column}"' for f in line_fields
+    )
+    sql_text = _CLAIM_SQL.format(
+        customer=columns, customer_table=meta.db_table, customer_pk=meta.pk.column, line_columns=line_columns
+    )
+    return sql_text, customer_model, attnames, line_fields
 
 
 # The step succeeded, the order moved on, the saga made progress: CTEs of the
@@ -511,7 +521,7 @@ def _claim_forward_fast(saga_id, name, task_id):
         "name": name,
         "max_deliveries": settings.SAGA_STEP_MAX_DELIVERIES,
     }
-    claim_sql, customer_model, customer_attnames = _claim_plan()
+    claim_sql, customer_model, customer_attnames, line_fields = _claim_plan()
     with connection.cursor() as cursor:
         cursor.execute(claim_sql, params)
         row = cursor.fetchone()
@@ -519,8 +529,18 @@ def _claim_forward_fast(saga_id, name, task_id):
         return None  # not pending, a step before it unfinished, too many deliveries, or the saga cannot go on
     saga, rest = _saga_from_row(row)
     split = len(customer_attnames)
-    saga.order.customer = customer_model.from_db(DEFAULT_DB_ALIAS, customer_attnames, rest[:split])
-    attempts, started = rest[split:]
+    order = saga.order
+    order.customer = customer_model.from_db(DEFAULT_DB_ALIAS, customer_attnames, rest[:split])
+    lines, attempts, started = rest[split:]
+    attnames = [f.attname for f in line_fields]
+    order._prefetched_objects_cache = {  # what order.lines.all() returns, as if prefetch_related("lines")
+        "lines": [
+            OrderLine.from_db(
+                DEFAULT_DB_ALIAS, attnames, [f.to_python(v) for f, v in zip(line_fields, line, strict=True)]
+            )
+            for line in lines or ()
+        ]
+    }
     if started:
         saga.status, saga.started_at, saga.updated_at = SagaStatus.RUNNING, now, now
         emit(signals.saga_started, saga)

@@ -108,12 +108,17 @@ def test_the_lean_path_takes_fewer_statements(settings, sent):
     assert counts[True] < counts[False] * 0.8, counts
 
 
-def test_the_lean_claim_brings_the_order_and_its_customer(django_assert_num_queries):
-    order = place_order(products=[ProductFactory(on_hand=5)])
+def test_the_lean_claim_brings_the_order_its_customer_and_its_lines(django_assert_num_queries):
+    from decimal import Decimal
+
+    order = place_order(products=[ProductFactory(price=Decimal("2.50")), ProductFactory()], quantity=3)
     email = order.customer.email
+    lines = [(line.pk, line.sku, line.quantity, line.unit_price, line.line_total) for line in order.lines.all()]
     with django_assert_num_queries(1):
         saga, claimed, spec = engine._claim_forward_fast(order.saga.pk, "reserve_inventory", "t")
         assert (claimed.pk, claimed.customer.email, spec.name) == (order.pk, email, "reserve_inventory")
+        claimed_lines = [(x.pk, x.sku, x.quantity, x.unit_price, x.line_total) for x in claimed.lines.all()]
+    assert claimed_lines == lines and lines[0][3:] == (Decimal("2.50"), Decimal("7.50"))
     assert saga.status == "running"
 
 
