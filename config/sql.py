@@ -132,8 +132,9 @@ def deferring(using=DEFAULT_DB_ALIAS):
 
     Use inside a transaction, for writes nothing in the same transaction reads
     afterwards. The block's code sends them with ``HeldWrites.execute``; any
-    still held when the block ends normally run then, one by one. When the block
-    raises they are dropped: the transaction around it rolls back anyway.
+    still held when the block ends normally run then (one statement on
+    PostgreSQL). When the block raises they are dropped: the transaction around
+    it rolls back anyway.
     """
     held = HeldWrites(using)
     token = _held.set(held)

@@ -418,10 +418,10 @@ _LOCK_SQL = f"{_SAGA_WITH_ORDER} WHERE r.id = %s FOR UPDATE OF r, o"
 # lock the saga row if it may go forward, take the step if it is pending, under
 # the delivery limit and after succeeded steps only, and mark a pending saga
 # running. It returns a row only if the step is now ours, with what the steps
-# work on besides: the order's customer and its lines (not locked). The lock comes first
-# (every other clause needs ``r``). If another transaction committed while we
-# waited for the lock, PostgreSQL re-reads the saga row and the step row we
-# update, but the earlier steps are read from this statement's snapshot: one
+# work on besides: the order's customer and its lines (not locked).
+# The lock comes first (every other clause needs ``r``). If another transaction
+# committed while we waited for the lock, PostgreSQL re-reads the saga row and
+# the step row we update, but the earlier steps are read from this statement's snapshot: one
 # that just succeeded may still look unfinished. Forward steps only ever move
 # towards succeeded (an operator retry resets failed or running ones, never a
 # succeeded one), so a stale read can only make the claim fail, and then the
