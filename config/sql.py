@@ -52,6 +52,17 @@ def _update_plan(model, using, names):
     return sql, fields
 
 
+def _insert_statement(obj, using, ignore_conflicts=False, returning=True):
+    sql, fields = _insert_plan(type(obj), using, ignore_conflicts, returning)
+    return sql, [f.get_db_prep_save(f.pre_save(obj, True), connections[using]) for f in fields]
+
+
+def _update_statement(obj, fields, using):
+    sql, model_fields = _update_plan(type(obj), using, tuple(fields))
+    values = [f.get_db_prep_save(f.pre_save(obj, False), connections[using]) for f in model_fields]
+    return sql, [*values, obj.pk]
+
+
 def insert(obj, *, ignore_conflicts=False, using=DEFAULT_DB_ALIAS) -> bool:
     """INSERT ``obj`` as one statement and set its primary key.
 
@@ -59,11 +70,8 @@ def insert(obj, *, ignore_conflicts=False, using=DEFAULT_DB_ALIAS) -> bool:
     inserted and False is returned (``obj`` stays unsaved): the caller reads
     the existing row.
     """
-    connection = connections[using]
-    sql, fields = _insert_plan(type(obj), using, ignore_conflicts)
-    values = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, values)
+    with connections[using].cursor() as cursor:
+        cursor.execute(*_insert_statement(obj, using, ignore_conflicts))
         row = cursor.fetchone()
     if row is None:
         return False
@@ -74,16 +82,18 @@ def insert(obj, *, ignore_conflicts=False, using=DEFAULT_DB_ALIAS) -> bool:
 
 def update(obj, fields, *, using=DEFAULT_DB_ALIAS) -> int:
     """UPDATE ``fields`` of ``obj`` (``auto_now`` ones refreshed) by primary key; returns the row count."""
-    connection = connections[using]
-    sql, model_fields = _update_plan(type(obj), using, tuple(fields))
-    values = [f.get_db_prep_save(f.pre_save(obj, False), connection) for f in model_fields]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*values, obj.pk])
+    with connections[using].cursor() as cursor:
+        cursor.execute(*_update_statement(obj, fields, using))
         return cursor.rowcount
 
 
 # --- writes held back until the block's last statement ------------------------------
 _held = contextvars.ContextVar("sql_held_writes", default=None)
+
+
+def combines(connection) -> bool:
+    """Can several writes travel as CTEs of one statement? (PostgreSQL; SQLite has no data-modifying CTEs.)"""
+    return connection.vendor == "postgresql"
 
 
 class HeldWrites:
@@ -110,15 +120,13 @@ class HeldWrites:
         cursor.execute(query, [value for _, values in held for value in values] + list(params))
         return cursor.fetchone()[len(held) :]
 
-    def flush(self, combine=None):
-        """Run the held writes now: on PostgreSQL (or with ``combine``) as one statement, else one by one."""
+    def flush(self):
+        """Run the held writes now: on PostgreSQL as one statement (``combines``), elsewhere one by one."""
         if not self.statements:
             return
         connection = connections[self.using]
-        if combine is None:
-            combine = connection.vendor == "postgresql"
         with connection.cursor() as cursor:
-            if combine and len(self.statements) > 1:
+            if combines(connection) and len(self.statements) > 1:
                 self.execute(cursor, "", "1", [])
                 return
             held, self.statements = self.statements, []
@@ -159,17 +167,14 @@ def write(sql, params, *, using=DEFAULT_DB_ALIAS) -> None:
         cursor.execute(sql, params)
 
 
-def write_all(statements, *, combine=None, using=DEFAULT_DB_ALIAS) -> None:
-    """``write`` each ``(sql, params)`` in this order; outside ``deferring`` as one statement on PostgreSQL.
-
-    ``combine`` (default: on PostgreSQL) runs them as CTEs of one statement, in this order.
-    """
+def write_all(statements, *, using=DEFAULT_DB_ALIAS) -> None:
+    """``write`` each ``(sql, params)`` in this order; outside ``deferring`` as one statement on PostgreSQL."""
     if deferring_writes(using):
         _held.get().statements.extend(statements)
         return
     held = HeldWrites(using)
     held.statements = list(statements)
-    held.flush(combine)
+    held.flush()
 
 
 def insert_later(obj, *, using=DEFAULT_DB_ALIAS) -> None:
@@ -177,14 +182,9 @@ def insert_later(obj, *, using=DEFAULT_DB_ALIAS) -> None:
     if not deferring_writes(using):
         insert(obj, using=using)
         return
-    connection = connections[using]
-    sql, fields = _insert_plan(type(obj), using, False, returning=False)
-    write(sql, [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields], using=using)
+    write(*_insert_statement(obj, using, returning=False), using=using)
 
 
 def update_later(obj, fields, *, using=DEFAULT_DB_ALIAS) -> None:
     """``update`` when nobody needs the row count: inside ``deferring`` it is held back."""
-    connection = connections[using]
-    sql, model_fields = _update_plan(type(obj), using, tuple(fields))
-    values = [f.get_db_prep_save(f.pre_save(obj, False), connection) for f in model_fields]
-    write(sql, [*values, obj.pk], using=using)
+    write(*_update_statement(obj, fields, using), using=using)

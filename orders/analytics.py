@@ -70,17 +70,13 @@ def _bump(model, lookup, **deltas):
     _execute([_bump_statement(model, [(lookup, deltas)])])
 
 
-def _combine():
-    return connection.vendor == "postgresql"
-
-
 def _execute(statements):
     """Run ``[(sql, params)]`` in this order; on PostgreSQL as one statement (one round trip).
 
     Every writer takes the counter rows in the same order (statuses, day,
     products), so two transactions never wait on each other's rows crosswise.
     """
-    sql.write_all(statements, combine=_combine())
+    sql.write_all(statements)
 
 
 # Units and revenue of every product on an order, added to (or taken off) its sales row.

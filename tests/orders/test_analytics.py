@@ -4,6 +4,7 @@ from decimal import Decimal
 
 import pytest
 
+from config import sql
 from orders import analytics
 from orders.models import DailyOrderStats, OrderStatusCount, ProductSalesStats
 from tests.factories import ProductFactory, place_order
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.django_db
 def statements(request, monkeypatch):
     """PostgreSQL runs a transition's updates as one statement; other databases one by one. Check both."""
     if request.param == "one_by_one":
-        monkeypatch.setattr(analytics, "_combine", lambda: False)
+        monkeypatch.setattr(sql, "combines", lambda connection: False)
     return request.param
 
 
