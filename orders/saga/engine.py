@@ -459,7 +459,7 @@ FROM r JOIN {{customer_table}} u ON u.{{customer_pk}} = r."o{_ORDER_ATTNAMES.ind
 
 @cache
 def _claim_plan():
-    """(claim SQL, customer model, its attnames, line fields): the user model is known only once apps are ready."""
+    """(claim SQL, customer model, its attnames, line fields, their attnames): the user model is known once apps are."""
     customer_model = Order._meta.get_field("customer").related_model
     attnames, columns = _columns(customer_model, "u")
     meta = customer_model._meta
@@ -471,7 +471,7 @@ def _claim_plan():
     sql_text = _CLAIM_SQL.format(
         customer=columns, customer_table=meta.db_table, customer_pk=meta.pk.column, line_columns=line_columns
     )
-    return sql_text, customer_model, attnames, line_fields
+    return sql_text, customer_model, attnames, line_fields, [f.attname for f in line_fields]
 
 
 # The step succeeded, the order moved on, the saga made progress: CTEs of the
@@ -521,7 +521,7 @@ def _claim_forward_fast(saga_id, name, task_id):
         "name": name,
         "max_deliveries": settings.SAGA_STEP_MAX_DELIVERIES,
     }
-    claim_sql, customer_model, customer_attnames, line_fields = _claim_plan()
+    claim_sql, customer_model, customer_attnames, line_fields, line_attnames = _claim_plan()
     with connection.cursor() as cursor:
         cursor.execute(claim_sql, params)
         row = cursor.fetchone()
@@ -532,15 +532,9 @@ def _claim_forward_fast(saga_id, name, task_id):
     order = saga.order
     order.customer = customer_model.from_db(DEFAULT_DB_ALIAS, customer_attnames, rest[:split])
     lines, attempts, started = rest[split:]
-    attnames = [f.attname for f in line_fields]
-    order._prefetched_objects_cache = {  # what order.lines.all() returns, as if prefetch_related("lines")
-        "lines": [
-            OrderLine.from_db(
-                DEFAULT_DB_ALIAS, attnames, [f.to_python(v) for f, v in zip(line_fields, line, strict=True)]
-            )
-            for line in lines or ()
-        ]
-    }
+    values = ([f.to_python(v) for f, v in zip(line_fields, line, strict=True)] for line in lines or ())
+    # What order.lines.all() returns from now on, as after prefetch_related("lines").
+    order._prefetched_objects_cache = {"lines": [OrderLine.from_db(DEFAULT_DB_ALIAS, line_attnames, v) for v in values]}
     if started:
         saga.status, saga.started_at, saga.updated_at = SagaStatus.RUNNING, now, now
         emit(signals.saga_started, saga)
