@@ -284,6 +284,11 @@ SAGA_REDRIVE_IDLE_SECONDS = env.int("SAGA_REDRIVE_IDLE_SECONDS", default=120)
 # PostgreSQL: the usual case of a step (pending, saga running) runs as a few hand-written
 # statements instead of ORM queries (orders/saga/engine.py); off = the general path always.
 SAGA_FAST_PATH = env.bool("SAGA_FAST_PATH", default=True)
+# PostgreSQL, lean path: a step's claim and its record commit without waiting for the
+# WAL flush (synchronous_commit = off for those transactions only). A database crash
+# may then lose the last fraction of a second of saga progress, which recovery re-drives
+# (every step is idempotent); orders, payments' gateway calls and emails stay synchronous.
+SAGA_ASYNC_COMMIT = env.bool("SAGA_ASYNC_COMMIT", default=True)
 SAGA_SIGNALS_RAISE = env.bool("SAGA_SIGNALS_RAISE", default=DJANGO_ENV == "test")
 
 # Beat's schedule; each interval can be overridden by an environment variable.

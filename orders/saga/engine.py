@@ -409,11 +409,27 @@ def _columns(model, alias):
 
 _SAGA_ATTNAMES, _SAGA_COLUMNS = _columns(SagaRun, "r")
 _ORDER_ATTNAMES, _ORDER_COLUMNS = _columns(Order, "o")
-_SAGA_WITH_ORDER = (
-    f"SELECT {_SAGA_COLUMNS}, {_ORDER_COLUMNS} FROM orders_sagarun r JOIN orders_order o ON o.id = r.order_id"
+_SAGA_AND_ORDER_FROM = "FROM orders_sagarun r JOIN orders_order o ON o.id = r.order_id"
+_SAGA_WITH_ORDER = f"SELECT {_SAGA_COLUMNS}, {_ORDER_COLUMNS} {_SAGA_AND_ORDER_FROM}"
+# Asynchronous commit (``SAGA_ASYNC_COMMIT``) for the lean claim and record: their
+# commit returns without waiting for the WAL flush. ``set_config(..., true)`` is
+# ``SET LOCAL`` as an expression: it rides a statement we send anyway and ends with
+# the transaction. A database crash may lose the last fraction of a second of such
+# commits, never a part of one; the saga then stands where it stood before and is
+# re-driven (README, "Saga speed").
+_ASYNC_COMMIT = "set_config('synchronous_commit', 'off', true)"
+
+
+def _commit_mode():
+    """The claim's and the record's last select item, per ``SAGA_ASYNC_COMMIT``."""
+    return _ASYNC_COMMIT if settings.SAGA_ASYNC_COMMIT else "NULL"
+
+
+# The record's lock: saga and order rows, both locked (and the commit mode).
+_LOCK_SQL = (
+    f"SELECT {_SAGA_COLUMNS}, {_ORDER_COLUMNS}, {{commit_mode}} {_SAGA_AND_ORDER_FROM}"
+    " WHERE r.id = %s FOR UPDATE OF r, o"
 )
-# The record's lock: saga and order rows, both locked.
-_LOCK_SQL = f"{_SAGA_WITH_ORDER} WHERE r.id = %s FOR UPDATE OF r, o"
 # The claim, as one statement run in autocommit (one round trip, no BEGIN/COMMIT):
 # lock the saga row if it may go forward, take the step if it is pending, under
 # the delivery limit and after succeeded steps only, and mark a pending saga
@@ -452,13 +468,13 @@ WITH r AS (
 SELECT r.*, {{customer}},
   (SELECT json_agg(json_build_array({{line_columns}}) ORDER BY l.id) FROM orders_orderline l
    WHERE l.order_id = r."o{_ORDER_ATTNAMES.index("id")}"),
-  st.attempts, EXISTS (SELECT 1 FROM started)
+  st.attempts, EXISTS (SELECT 1 FROM started), {{commit_mode}}
 FROM r JOIN {{customer_table}} u ON u.{{customer_pk}} = r."o{_ORDER_ATTNAMES.index("customer_id")}", st
 """
 
 
 @cache
-def _claim_plan():
+def _claim_plan(commit_mode):
     """(claim SQL, customer model, its attnames, line fields, their attnames): the user model is known once apps are."""
     customer_model = Order._meta.get_field("customer").related_model
     attnames, columns = _columns(customer_model, "u")
@@ -469,7 +485,11 @@ def _claim_plan():
         f'l."{f.column}"::text' if f.get_internal_type() == "DecimalField" else f'l."{f.column}"' for f in line_fields
     )
     sql_text = _CLAIM_SQL.format(
-        customer=columns, customer_table=meta.db_table, customer_pk=meta.pk.column, line_columns=line_columns
+        customer=columns,
+        customer_table=meta.db_table,
+        customer_pk=meta.pk.column,
+        line_columns=line_columns,
+        commit_mode=commit_mode,
     )
     return sql_text, customer_model, attnames, line_fields, [f.attname for f in line_fields]
 
@@ -506,7 +526,7 @@ def _saga_from_row(row):
 
 def _locked(cursor, saga_id):
     """The saga and its order as model instances, both rows locked; None if the saga is gone."""
-    cursor.execute(_LOCK_SQL, [saga_id])
+    cursor.execute(_LOCK_SQL.format(commit_mode=_commit_mode()), [saga_id])
     row = cursor.fetchone()
     return None if row is None else _saga_from_row(row)[0]
 
@@ -521,7 +541,7 @@ def _claim_forward_fast(saga_id, name, task_id):
         "name": name,
         "max_deliveries": settings.SAGA_STEP_MAX_DELIVERIES,
     }
-    claim_sql, customer_model, customer_attnames, line_fields, line_attnames = _claim_plan()
+    claim_sql, customer_model, customer_attnames, line_fields, line_attnames = _claim_plan(_commit_mode())
     with connection.cursor() as cursor:
         cursor.execute(claim_sql, params)
         row = cursor.fetchone()
@@ -531,7 +551,7 @@ def _claim_forward_fast(saga_id, name, task_id):
     split = len(customer_attnames)
     order = saga.order
     order.customer = customer_model.from_db(DEFAULT_DB_ALIAS, customer_attnames, rest[:split])
-    lines, attempts, started = rest[split:]
+    lines, attempts, started, _ = rest[split:]  # the last one: the commit mode's set_config
     values = ([f.to_python(v) for f, v in zip(line_fields, line, strict=True)] for line in lines or ())
     # What order.lines.all() returns from now on, as after prefetch_related("lines").
     order._prefetched_objects_cache = {"lines": [OrderLine.from_db(DEFAULT_DB_ALIAS, line_attnames, v) for v in values]}

@@ -122,6 +122,31 @@ def test_the_lean_claim_brings_the_order_its_customer_and_its_lines(django_asser
     assert saga.status == "running"
 
 
+@pytest.mark.parametrize("async_commit", [True, False])
+def test_the_lean_claim_and_record_choose_their_commit_mode(settings, async_commit):
+    """``SAGA_ASYNC_COMMIT``: the claim and the record turn synchronous_commit off for their own transaction only."""
+    from django.db import connection, transaction
+
+    settings.SAGA_ASYNC_COMMIT = async_commit
+    order = place_order(products=[ProductFactory()])
+    expected = "off" if async_commit else "on"
+
+    def commit_mode(cursor):
+        cursor.execute("SHOW synchronous_commit")
+        return cursor.fetchone()[0]
+
+    with connection.cursor() as cursor:
+        assert commit_mode(cursor) == "on"
+        with transaction.atomic():  # the claim is one autocommit statement: look inside its transaction
+            assert engine._claim_forward_fast(order.saga.pk, "reserve_inventory", "t") is not None
+            assert commit_mode(cursor) == expected
+        assert commit_mode(cursor) == "on"  # SET LOCAL: the connection's own setting is untouched
+        with transaction.atomic():
+            assert engine._locked(cursor, order.saga.pk).order == order
+            assert commit_mode(cursor) == expected
+        assert commit_mode(cursor) == "on"
+
+
 def test_the_lean_path_steps_aside_when_another_delivery_took_the_step(sent, monkeypatch):
     """Between claim and record another delivery took the step over: ours records nothing."""
     from orders.models import SagaStep
