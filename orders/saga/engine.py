@@ -286,7 +286,7 @@ def run_forward(saga_id, name, task_id=None):
 
     if failure is None and transient is None and _fast_path():
         try:
-            return _record_forward_fast(saga_id, spec, task_id, key, result)
+            return _record_forward_fast(saga, order, spec, task_id, key, result)
         except _Fallback:
             pass  # rolled back: the general path records it
     return _record_forward(saga_id, spec, task_id, key, result, failure, transient)
@@ -425,10 +425,11 @@ def _commit_mode():
     return _ASYNC_COMMIT if settings.SAGA_ASYNC_COMMIT else "NULL"
 
 
-# The record's lock: saga and order rows, both locked (and the commit mode).
+# The record's lock: saga and order rows, both locked, and what the record relies on
+# that may have changed since the claim (and the commit mode).
 _LOCK_SQL = (
-    f"SELECT {_SAGA_COLUMNS}, {_ORDER_COLUMNS}, {{commit_mode}} {_SAGA_AND_ORDER_FROM}"
-    " WHERE r.id = %s FOR UPDATE OF r, o"
+    "SELECT r.status, r.cancel_requested, o.status, {commit_mode} "
+    f"{_SAGA_AND_ORDER_FROM} WHERE r.id = %s FOR UPDATE OF r, o"
 )
 # The claim, as one statement run in autocommit (one round trip, no BEGIN/COMMIT):
 # lock the saga row if it may go forward, take the step if it is pending, under
@@ -524,11 +525,12 @@ def _saga_from_row(row):
     return saga, row[end:]
 
 
-def _locked(cursor, saga_id):
-    """The saga and its order as model instances, both rows locked; None if the saga is gone."""
-    cursor.execute(_LOCK_SQL.format(commit_mode=_commit_mode()), [saga_id])
+def _lock_unchanged(cursor, saga, order):
+    """Lock the saga and order rows; True if the saga still runs, no cancel was asked and
+    the order is in the state the claim read, so the claim's instances can be recorded on."""
+    cursor.execute(_LOCK_SQL.format(commit_mode=_commit_mode()), [saga.pk])
     row = cursor.fetchone()
-    return None if row is None else _saga_from_row(row)[0]
+    return row is not None and row[:3] == (SagaStatus.RUNNING, False, order.status)
 
 
 def _claim_forward_fast(saga_id, name, task_id):
@@ -562,13 +564,14 @@ def _claim_forward_fast(saga_id, name, task_id):
     return saga, saga.order, definition_of(saga).step(name)
 
 
-def _record_forward_fast(saga_id, spec, task_id, key, result):
-    """Phase 3, lean: record a success. Raises ``_Fallback`` (all rolled back) when anything is unusual."""
+def _record_forward_fast(saga, order, spec, task_id, key, result):
+    """Phase 3, lean: record a success on the claim's ``saga`` and ``order``.
+
+    Raises ``_Fallback`` (all rolled back) when anything is unusual.
+    """
     with transaction.atomic(), connection.cursor() as cursor, sql.deferring() as held:
-        saga = _locked(cursor, saga_id)
-        if saga is None or saga.status != SagaStatus.RUNNING or saga.cancel_requested:
+        if not _lock_unchanged(cursor, saga, order):
             raise _Fallback
-        order = saga.order
         if spec.local:
             try:
                 result = spec.action(order, key)
@@ -586,7 +589,7 @@ def _record_forward_fast(saga_id, spec, task_id, key, result):
         attempts, started_at = held.execute(cursor, _SUCCEED_CTES, _SUCCEED_SELECT, params)
         if attempts is None:
             raise _Fallback  # another delivery took the step over
-        order.updated_at = now
+        order.updated_at = saga.updated_at = now
         if last:
             saga.status, saga.finished_at = SagaStatus.COMPLETED, now
         _log_finish(saga, spec.name, attempts, "succeeded", started_at, now)

@@ -138,13 +138,39 @@ def test_the_lean_claim_and_record_choose_their_commit_mode(settings, async_comm
     with connection.cursor() as cursor:
         assert commit_mode(cursor) == "on"
         with transaction.atomic():  # the claim is one autocommit statement: look inside its transaction
-            assert engine._claim_forward_fast(order.saga.pk, "reserve_inventory", "t") is not None
+            saga, claimed, _ = engine._claim_forward_fast(order.saga.pk, "reserve_inventory", "t")
             assert commit_mode(cursor) == expected
         assert commit_mode(cursor) == "on"  # SET LOCAL: the connection's own setting is untouched
         with transaction.atomic():
-            assert engine._locked(cursor, order.saga.pk).order == order
+            assert engine._lock_unchanged(cursor, saga, claimed)
             assert commit_mode(cursor) == expected
         assert commit_mode(cursor) == "on"
+
+
+def test_the_lean_record_steps_aside_when_saga_or_order_changed_since_the_claim():
+    """The record reuses the claim's instances only if what it relies on is unchanged under the lock."""
+    from django.db import connection, transaction
+
+    from orders.models import Order
+
+    order = place_order(products=[ProductFactory()])
+    saga, claimed, _ = engine._claim_forward_fast(order.saga.pk, "reserve_inventory", "t")
+
+    def unchanged():
+        with transaction.atomic(), connection.cursor() as cursor:
+            return engine._lock_unchanged(cursor, saga, claimed)
+
+    assert unchanged()
+    changes = [
+        (Order.objects.filter(pk=order.pk), {"status": "needs_attention"}, {"status": claimed.status}),
+        (SagaRun.objects.filter(pk=saga.pk), {"cancel_requested": True}, {"cancel_requested": False}),
+        (SagaRun.objects.filter(pk=saga.pk), {"status": "compensating"}, {"status": "running"}),
+    ]
+    for rows, change, undo in changes:
+        rows.update(**change)
+        assert not unchanged(), change
+        rows.update(**undo)
+        assert unchanged()
 
 
 def test_the_lean_path_steps_aside_when_another_delivery_took_the_step(sent, monkeypatch):
