@@ -287,7 +287,8 @@ SAGA_FAST_PATH = env.bool("SAGA_FAST_PATH", default=True)
 # PostgreSQL, lean path: a step's claim and its record commit without waiting for the
 # WAL flush (synchronous_commit = off for those transactions only). A database crash
 # may then lose the last fraction of a second of saga progress, which recovery re-drives
-# (every step is idempotent); orders, payments' gateway calls and emails stay synchronous.
+# (every step is idempotent). Placing an order, the gateway's and carrier's records, emails,
+# compensations and operator actions stay synchronous (README, "Saga speed").
 SAGA_ASYNC_COMMIT = env.bool("SAGA_ASYNC_COMMIT", default=True)
 SAGA_SIGNALS_RAISE = env.bool("SAGA_SIGNALS_RAISE", default=DJANGO_ENV == "test")
 
