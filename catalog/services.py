@@ -138,9 +138,13 @@ def _reserve_in_one_statement(order, expires_at) -> Reservation:
     if reservation_id is None:
         raise OutOfStock(short)
     reservation = Reservation(
-        pk=reservation_id, order=order, status=ReservationStatus.ACTIVE, expires_at=expires_at, created_at=now
+        pk=reservation_id,
+        order=order,
+        status=ReservationStatus.ACTIVE,
+        expires_at=expires_at,
+        created_at=now,
+        updated_at=now,
     )
-    reservation.updated_at = now
     reservation._state.adding = False
     return reservation
 

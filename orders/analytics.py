@@ -67,16 +67,12 @@ def _bump_statement(model, rows):
 
 def _bump(model, lookup, **deltas):
     """``field = field + delta`` on the row ``lookup``, which is created if missing."""
-    _execute([_bump_statement(model, [(lookup, deltas)])])
+    sql.write(*_bump_statement(model, [(lookup, deltas)]))
 
 
-def _execute(statements):
-    """Run ``[(sql, params)]`` in this order; on PostgreSQL as one statement (one round trip).
-
-    Every writer takes the counter rows in the same order (statuses, day,
-    products), so two transactions never wait on each other's rows crosswise.
-    """
-    sql.write_all(statements)
+# Writers below send their statements with ``sql.write_all`` (in this order; one
+# statement on PostgreSQL) and take the counter rows in the same order (statuses,
+# day, products), so two transactions never wait on each other's rows crosswise.
 
 
 # Units and revenue of every product on an order, added to (or taken off) its sales row.
@@ -94,7 +90,7 @@ def _day(order):
 
 
 def order_placed(order):
-    _execute(
+    sql.write_all(
         [
             _bump_statement(OrderStatusCount, [({"status": OrderStatus.PENDING}, {"count": 1})]),
             _bump_statement(DailyOrderStats, [(_day(order), {"placed": 1})]),
@@ -116,7 +112,7 @@ def order_moved(order, source, target):
         statements.append(_bump_statement(DailyOrderStats, [(_day(order), day)]))
     if sign:
         statements.append((_PRODUCT_SALES_SQL, [sign, sign, order.pk]))
-    _execute(statements)
+    sql.write_all(statements)
 
 
 def step_failed(step):

@@ -426,11 +426,14 @@ def _commit_mode():
 
 
 # The record's lock: saga and order rows, both locked, and what the record relies on
-# that may have changed since the claim (and the commit mode).
-_LOCK_SQL = (
-    "SELECT r.status, r.cancel_requested, o.status, {commit_mode} "
-    f"{_SAGA_AND_ORDER_FROM} WHERE r.id = %s FOR UPDATE OF r, o"
-)
+# that may have changed since the claim (and the commit mode), per commit mode.
+_LOCK_SQL = {
+    mode: (
+        f"SELECT r.status, r.cancel_requested, o.status, {mode} {_SAGA_AND_ORDER_FROM}"
+        " WHERE r.id = %s FOR UPDATE OF r, o"
+    )
+    for mode in (_ASYNC_COMMIT, "NULL")
+}
 # The claim, as one statement run in autocommit (one round trip, no BEGIN/COMMIT):
 # lock the saga row if it may go forward, take the step if it is pending, under
 # the delivery limit and after succeeded steps only, and mark a pending saga
@@ -528,7 +531,7 @@ def _saga_from_row(row):
 def _lock_unchanged(cursor, saga, order):
     """Lock the saga and order rows; True if the saga still runs, no cancel was asked and
     the order is in the state the claim read, so the claim's instances can be recorded on."""
-    cursor.execute(_LOCK_SQL.format(commit_mode=_commit_mode()), [saga.pk])
+    cursor.execute(_LOCK_SQL[_commit_mode()], [saga.pk])
     row = cursor.fetchone()
     return row is not None and row[:3] == (SagaStatus.RUNNING, False, order.status)
 
