@@ -60,6 +60,21 @@ def notification_for_order(*, order, template) -> Notification:
     )
 
 
+def order_notification_queue(*, order, template) -> Notification:
+    """Queue the email ``template`` about ``order`` in the caller's transaction; send it once that commits.
+
+    The row commits with the caller's change. Enqueueing the send is robust: if
+    the broker is unreachable the row stays queued and ``notifications.retry_queued``
+    sends it later.
+    """
+    from .tasks import send_notification
+
+    notification = notification_for_order(order=order, template=template)
+    notification_id = notification.pk
+    transaction.on_commit(lambda: send_notification.delay(notification_id), robust=True)
+    return notification
+
+
 def notification_queue(*, template, recipient, context, idempotency_key, order=None) -> Notification:
     """Create the notification once (one INSERT); the same key returns the existing one."""
     notification = Notification(
