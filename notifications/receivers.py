@@ -1,26 +1,26 @@
-"""Order events become customer emails, sent by a Celery task after commit.
+"""Order events become customer emails.
 
-A failing email backend never breaks or slows the saga: the receiver only
-schedules a task, and only once the transaction that moved the order commits.
-The order confirmation is the saga's own ``send_confirmation`` step.
+The notification row is written by a synchronous receiver, in the same
+transaction as the transition it tells about: the two commit (or roll back)
+together, so an email is never lost between them. Sending is only enqueued,
+once that transaction commits, and robustly: a broker outage at commit is
+logged, never an error for the caller, and ``notifications.retry_queued``
+sends the queued row later. A failing mail server never breaks or slows the
+saga. The order confirmation is the saga's own ``send_confirmation`` step.
 """
 
-from django.db import transaction
 from django_fsm.signals import post_transition
 
 from orders.models import Order
 
-from .services import ORDER_EVENTS
+from .services import ORDER_EVENTS, order_notification_queue
 
 
 def order_transitioned(sender, instance, target, **kwargs):
     template = ORDER_EVENTS.get(target)
     if template is None or instance.pk is None:
         return
-    from .tasks import notify_order
-
-    order_id = instance.pk
-    transaction.on_commit(lambda: notify_order.delay(order_id, template), robust=True)
+    order_notification_queue(order=instance, template=template)
 
 
 def connect():

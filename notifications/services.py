@@ -9,6 +9,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from config import sql
+from orders.models import OrderStatus
 
 from .models import Notification, NotificationStatus
 
@@ -45,6 +46,40 @@ ORDER_EVENTS = {
 }
 
 
+# Is an order email still true when it is about to go out? What each one tells the
+# customer, and the order states in which that holds. One rule for every path that
+# sends (the saga's send_confirmation step, ``notifications.send``, the retry job),
+# checked under the notification's row lock. The saga's own step sends the
+# confirmation while the order is ``shipment_created`` (it is confirmed after);
+# "shipped" is still true of a delivered order; the cancellation notice goes out
+# while the compensations run.
+STILL_TRUE_IN = {
+    "order_confirmed": {
+        OrderStatus.SHIPMENT_CREATED,
+        OrderStatus.CONFIRMED,
+        OrderStatus.SHIPPED,
+        OrderStatus.DELIVERED,
+    },
+    "order_shipped": {OrderStatus.SHIPPED, OrderStatus.DELIVERED},
+    "order_delivered": {OrderStatus.DELIVERED},
+    "order_cancelled": {OrderStatus.COMPENSATING, OrderStatus.CANCELLED},
+}
+# An order that needs attention waits for an operator, who may resume it or close
+# it: its emails wait too (they stay queued) until the order's story is settled.
+UNDECIDED = {OrderStatus.NEEDS_ATTENTION}
+
+SEND, HOLD, WITHDRAW = "send", "hold", "withdraw"
+
+
+def order_email_verdict(template, order_status) -> str:
+    """``SEND`` an email true of an order in ``order_status``, ``HOLD`` it while an operator
+    decides, or ``WITHDRAW`` it for good. An email about no order, or not about one, is sent."""
+    true_in = STILL_TRUE_IN.get(template)
+    if true_in is None or order_status is None or order_status in true_in:
+        return SEND
+    return HOLD if order_status in UNDECIDED else WITHDRAW
+
+
 def notification_for_order(*, order, template) -> Notification:
     """Queue (once) the email ``template`` about ``order``."""
     shipment = order.shipments.exclude(status="cancelled").first()
@@ -58,6 +93,21 @@ def notification_for_order(*, order, template) -> Notification:
         idempotency_key=f"{order.public_id}:{template}",
         order=order,
     )
+
+
+def order_notification_queue(*, order, template) -> Notification:
+    """Queue the email ``template`` about ``order`` in the caller's transaction; send it once that commits.
+
+    The row commits with the caller's change. Enqueueing the send is robust: if
+    the broker is unreachable the row stays queued and ``notifications.retry_queued``
+    sends it later.
+    """
+    from .tasks import send_notification
+
+    notification = notification_for_order(order=order, template=template)
+    notification_id = notification.pk
+    transaction.on_commit(lambda: send_notification.delay(notification_id), robust=True)
+    return notification
 
 
 def notification_queue(*, template, recipient, context, idempotency_key, order=None) -> Notification:
@@ -87,7 +137,10 @@ def notification_send(*, notification_id) -> Notification:
     ``PermanentDeliveryError`` (the notification is ``failed``).
     """
     with transaction.atomic(), sql.deferring():
-        notification = Notification.objects.select_for_update().get(pk=notification_id)
+        # The order comes in the same statement (not locked): its state decides whether the email is still true.
+        notification = (
+            Notification.objects.select_for_update(of=("self",)).select_related("order").get(pk=notification_id)
+        )
         failed = _deliver(notification)
     if failed is not None:
         raise failed
@@ -117,8 +170,22 @@ def notification_queue_and_send(*, template, recipient, context, idempotency_key
 
 
 def _deliver(notification):
-    """Send a locked notification if it is queued; returns the exception to raise after commit, or None."""
+    """Send a locked notification if it is queued and still true; returns the exception to raise after commit, or None.
+
+    An order email that is no longer true (``order_email_verdict``) is withdrawn:
+    it ends ``failed`` with the reason, audited; one that must wait for an
+    operator stays queued (the retry job looks again later).
+    """
     if notification.status != NotificationStatus.QUEUED:
+        return None
+    order = notification.order if notification.order_id else None
+    verdict = order_email_verdict(notification.template, order.status if order is not None else None)
+    if verdict == HOLD:
+        notification.last_error = f"waiting: order {order.get_status_display().lower()}"
+        sql.update_later(notification, ["last_error", "updated_at"])
+        return None
+    if verdict == WITHDRAW:
+        _withdraw(notification, order)
         return None
     notification.attempts += 1
     subject, text, html = _render(notification)
@@ -137,6 +204,22 @@ def _deliver(notification):
     notification.mark_sent(timezone.now())
     sql.update_later(notification, ["status", "attempts", "sent_at", "last_error", "updated_at"])
     return None
+
+
+def _withdraw(notification, order):
+    from audit.services import audit_record
+
+    reason = f"not sent: no longer true (order is {order.status})"
+    notification.mark_failed(reason)
+    sql.update_later(notification, ["status", "last_error", "updated_at"])
+    audit_record(
+        obj=notification,
+        event="notification_withdrawn",
+        from_state=NotificationStatus.QUEUED,
+        to_state=notification.status,
+        payload={"template": notification.template, "order_status": order.status, "reason": reason},
+        order_id=order.public_id,
+    )
 
 
 def notifications_to_retry(*, older_than_seconds=600, max_attempts=10):

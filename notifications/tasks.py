@@ -26,7 +26,11 @@ def send_notification(self, notification_id):
 
 @shared_task(bind=True, name="notifications.notify_order", **EMAIL_TASK)
 def notify_order(self, order_id, template):
-    """Queue and send one order email; a refused address is recorded, not retried."""
+    """Queue and send one order email; a refused address is recorded, not retried.
+
+    Order transitions now queue their email themselves (``order_notification_queue``)
+    and enqueue ``notifications.send``; this task stays for messages sent before that.
+    """
     from orders.models import Order
 
     order = Order.objects.select_related("customer").filter(pk=order_id).first()

@@ -97,7 +97,8 @@ class OrderAdmin(admin.ModelAdmin):
         "customer",
         "total",
         "currency",
-        "cancel_reason",
+        "customer_reason",
+        "internal_note",
         "shipping_address_display",
         "idempotency_key",
         "created_at",
@@ -139,6 +140,16 @@ class OrderAdmin(admin.ModelAdmin):
             if seconds >= size:
                 return f"{seconds // size}{unit}"
         return f"{seconds}s"
+
+    @admin.display(description="reason given to the customer")
+    def customer_reason(self, order):
+        return order.cancel_reason or "—"
+
+    @admin.display(description="internal note (resolved by hand; never shown to the customer)")
+    def internal_note(self, order):
+        """The operator's *Mark resolved* note, kept in the audit trail only."""
+        event = audit_trail(order_id=order.public_id).filter(event="saga_resolved").last()
+        return event.payload.get("note", "") if event is not None else "—"
 
     @admin.display(description="shipping address")
     def shipping_address_display(self, order):

@@ -23,6 +23,9 @@ class OrderStatus(models.TextChoices):
 IN_PROGRESS = [OrderStatus.PENDING, OrderStatus.RESERVED, OrderStatus.PAID, OrderStatus.SHIPMENT_CREATED]
 # States from which the order can still be cancelled (goods not shipped yet).
 CANCELLABLE = [*IN_PROGRESS, OrderStatus.CONFIRMED]
+# What the customer is told when an operator resolves an order (settled it by hand
+# and closed it): the operator's own note stays in the audit trail.
+RESOLVED_REASON = "Our staff cancelled your order and settled it by hand. Any payment taken for it has been refunded."
 
 
 class Order(FSMModelMixin, models.Model):
@@ -153,9 +156,13 @@ class Order(FSMModelMixin, models.Model):
         target=OrderStatus.CANCELLED,
         permission="orders.retry_saga",
     )
-    def resolve(self, note):
-        """An operator settled the order by hand (refunded, restocked…) and closes it."""
-        self.cancel_reason = note[:255]
+    def resolve(self):
+        """An operator settled the order by hand (refunded, restocked…) and closes it.
+
+        The customer is told ``RESOLVED_REASON``; the operator's note is not the
+        order's: ``saga_resolve`` keeps it in the audit trail.
+        """
+        self.cancel_reason = RESOLVED_REASON
 
 
 class OrderLine(models.Model):

@@ -13,6 +13,16 @@ from .gateways import PaymentDeclined, get_gateway
 from .models import Payment, PaymentStatus, Refund
 
 
+def payment_due(order) -> bool:
+    """Is there anything to charge? A zero total (free samples) is not charged.
+
+    Such an order never reaches the gateway and has no ``Payment`` row (a payment
+    of 0.00 is refused by ``payment_amount_positive``): the saga's payment step
+    records that nothing was charged, and its refund has nothing to give back.
+    """
+    return order.total > 0
+
+
 def _payment_for_key(*, order, amount, currency, gateway, idempotency_key) -> Payment:
     """The payment recorded under ``idempotency_key``: inserted (pending) in one statement, or the existing one, locked.
 
@@ -71,8 +81,13 @@ def payment_gateway_charge(*, order, idempotency_key):
         raise
 
 
-def payment_charge(*, order, idempotency_key) -> Payment:
-    """Charge the order's total and record it. Raises ``PaymentDeclined`` or ``GatewayError``."""
+def payment_charge(*, order, idempotency_key) -> Payment | None:
+    """Charge the order's total and record it; None for a zero total (``payment_due``).
+
+    Raises ``PaymentDeclined`` or ``GatewayError``.
+    """
+    if not payment_due(order):
+        return None
     result = payment_gateway_charge(order=order, idempotency_key=idempotency_key)
     return payment_record_capture(
         order=order,

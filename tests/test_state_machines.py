@@ -43,7 +43,7 @@ MACHINES = {
             "cancel": ({"compensating"}, "cancelled", ()),
             "flag_for_attention": (CANCELLABLE | {"compensating"}, "needs_attention", ()),
             "resume": ({"needs_attention"}, "paid", ("paid",)),
-            "resolve": ({"needs_attention"}, "cancelled", ("refunded by hand",)),
+            "resolve": ({"needs_attention"}, "cancelled", ()),
         },
     ),
     Reservation: (

@@ -152,7 +152,11 @@ def saga_compensate(saga_id, *, reason) -> str:
 
 
 def saga_resolve(saga_id, *, note) -> str:
-    """Operator: a failed saga was settled by hand; close it with a note (order ``cancelled``)."""
+    """Operator: a failed saga was settled by hand; close it with a note (order ``cancelled``).
+
+    The note is internal: it goes to the audit trail (and the admin shows it from
+    there), never into the order. The customer is told ``RESOLVED_REASON``.
+    """
     from audit.services import audit_record
 
     note = (note or "").strip()
@@ -165,7 +169,7 @@ def saga_resolve(saga_id, *, note) -> str:
         if saga.status != SagaStatus.FAILED:
             raise SagaActionError(f"Saga is {saga.status}: only failed sagas can be marked resolved.")
         order = engine._lock_order(saga)
-        order.resolve(note)
+        order.resolve()
         order.save(update_fields=["status", "cancel_reason", "updated_at"])
         saga.status, saga.finished_at = SagaStatus.RESOLVED, timezone.now()
         saga.save(update_fields=["status", "finished_at", "updated_at"])

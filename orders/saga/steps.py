@@ -18,7 +18,7 @@ from notifications.services import (
     order_email_context,
 )
 from payments.gateways import PaymentDeclined, get_gateway
-from payments.services import payment_gateway_charge, payment_record_capture, payment_refund
+from payments.services import payment_due, payment_gateway_charge, payment_record_capture, payment_refund
 from shipping.carriers import AddressRejected
 from shipping.services import shipment_book, shipment_cancel, shipment_record
 
@@ -42,6 +42,8 @@ def release_inventory(order, key):
 
 # --- process_payment / refund_payment --------------------------------------------
 def process_payment(order, key):
+    if not payment_due(order):  # a zero total (free samples): nothing to charge, the gateway is not asked
+        return {"charged": False, "amount": "0.00"}
     try:
         charge = payment_gateway_charge(order=order, idempotency_key=key)
     except PaymentDeclined as exc:
@@ -50,19 +52,25 @@ def process_payment(order, key):
 
 
 def record_payment(order, key, result):
-    payment = payment_record_capture(
-        order=order,
-        amount=Decimal(result["amount"]),
-        currency=result["currency"],
-        gateway=get_gateway().name,
-        reference=result["reference"],
-        idempotency_key=key,
-    )
-    reservation_hold(order=order)  # paid: the stock is kept until it ships or the order is cancelled
-    return {"payment_id": payment.pk, "reference": payment.gateway_reference}
+    if payment_due(order):
+        payment = payment_record_capture(
+            order=order,
+            amount=Decimal(result["amount"]),
+            currency=result["currency"],
+            gateway=get_gateway().name,
+            reference=result["reference"],
+            idempotency_key=key,
+        )
+        recorded = {"payment_id": payment.pk, "reference": payment.gateway_reference}
+    else:
+        recorded = {"charged": False, "amount": "0.00", "payment_id": None}  # no Payment row for 0.00
+    reservation_hold(order=order)  # paid (or nothing to pay): the stock is kept until it ships or is cancelled
+    return recorded
 
 
 def refund_payment(order, key):
+    if not payment_due(order):  # process_payment never charged a zero total
+        return {"charged": False, "refund_id": None}
     refund = payment_refund(order=order, charge_key=key, reason=order.cancel_reason or "order cancelled")
     return {"refund_id": refund.pk if refund else None}
 
