@@ -143,6 +143,13 @@ CACHES = {
 }
 
 # --- Storefront API ---------------------------------------------------------------
+# How many reverse proxies in front of Django append to X-Forwarded-For. 0 (the
+# default): the caller is REMOTE_ADDR and X-Forwarded-For is ignored (a client can send
+# anything there). n > 0: the n-th address from the right (one proxy: the last hop).
+# API throttles read the caller's address this way (config.auth.client_ip).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+if TRUSTED_PROXY_COUNT < 0:
+    raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must be 0 or more")
 # Bodies over this size are refused with 413 (orders are small).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("API_MAX_BODY_BYTES", default=256 * 1024)
 REST_FRAMEWORK = {
@@ -154,9 +161,10 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "config.api.Pagination",
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.ScopedRateThrottle",
+        "config.auth.AnonRateThrottle",  # DRF's, keyed by config.auth.client_ip
+        "config.auth.ScopedRateThrottle",
     ],
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,  # for any DRF code that reads it; our throttles use client_ip
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("THROTTLE_ANON", default="30/min"),
         "auth": env.str("THROTTLE_AUTH", default="10/min"),

@@ -1,0 +1,46 @@
+"""Who is calling, and may they log in: the client address, throttles, login lockout, API tokens.
+
+One rule for the caller's address (``client_ip``), used by the API throttles and by
+django-axes alike, driven by one setting, ``TRUSTED_PROXY_COUNT``.
+"""
+
+import ipaddress
+
+from django.conf import settings
+from rest_framework import throttling
+
+
+def client_ip(request):
+    """The caller's IP address.
+
+    With ``TRUSTED_PROXY_COUNT = 0`` (the default) it is ``REMOTE_ADDR`` and any
+    ``X-Forwarded-For`` is ignored: a client could write anything there. Behind *n*
+    proxies that each append the address they saw, it is the *n*-th address from the
+    right of ``X-Forwarded-For`` (with one proxy: the last hop), as DRF's
+    ``NUM_PROXIES`` reads it; an entry that is not an IP address falls back to
+    ``REMOTE_ADDR``.
+    """
+    remote_addr = request.META.get("REMOTE_ADDR")
+    proxies = settings.TRUSTED_PROXY_COUNT
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    if proxies <= 0 or not forwarded.strip():
+        return remote_addr
+    hops = [hop.strip() for hop in forwarded.split(",")]
+    try:
+        return str(ipaddress.ip_address(hops[-min(proxies, len(hops))]))
+    except ValueError:
+        return remote_addr
+
+
+class AnonRateThrottle(throttling.AnonRateThrottle):
+    """DRF's anonymous throttle, keyed by ``client_ip``."""
+
+    def get_ident(self, request):
+        return client_ip(request)
+
+
+class ScopedRateThrottle(throttling.ScopedRateThrottle):
+    """DRF's per-view scoped throttle, keyed by ``client_ip`` for anonymous callers."""
+
+    def get_ident(self, request):
+        return client_ip(request)
