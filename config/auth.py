@@ -5,6 +5,7 @@ django-axes alike, driven by one setting, ``TRUSTED_PROXY_COUNT``.
 """
 
 import ipaddress
+import math
 
 from django.conf import settings
 from rest_framework import throttling
@@ -44,3 +45,36 @@ class ScopedRateThrottle(throttling.ScopedRateThrottle):
 
     def get_ident(self, request):
         return client_ip(request)
+
+
+def lockout_seconds_left(request, credentials=None):
+    """Seconds until a locked-out login may try again (django-axes' database handler).
+
+    A login is locked while its recent failures reach the limit; once the cool-off has
+    passed since the last recorded failure, none is recent any more.
+    """
+    from axes.handlers.proxy import AxesProxyHandler
+    from axes.helpers import get_cool_off
+    from django.db.models import Max
+    from django.utils import timezone
+
+    cool_off = get_cool_off(request)
+    handler = AxesProxyHandler.get_implementation()
+    last = [
+        attempts.aggregate(last=Max("attempt_time"))["last"]
+        for attempts in handler.get_user_attempts(request, credentials)
+    ]
+    last_failure = max((t for t in last if t is not None), default=timezone.now())
+    return max(1, math.ceil((last_failure + cool_off - timezone.now()).total_seconds()))
+
+
+def admin_lockout_response(request, original_response=None, credentials=None):
+    """django-axes' lockout answer for a form login (the admin): a page in the admin's look, 429."""
+    from django.contrib import admin
+    from django.template.response import TemplateResponse
+
+    seconds = lockout_seconds_left(request, credentials)
+    context = {**admin.site.each_context(request), "title": "Login locked", "minutes": math.ceil(seconds / 60)}
+    response = TemplateResponse(request, "admin/login_locked_out.html", context, status=429)
+    response["Retry-After"] = str(seconds)
+    return response.render()

@@ -1,6 +1,10 @@
 """Throttles and login lockout cannot be dodged with a client-sent X-Forwarded-For."""
 
+from datetime import timedelta
+
 import pytest
+from django.test import Client
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from tests.factories import UserFactory
@@ -70,3 +74,111 @@ def test_client_ip_reads_as_many_forwarded_for_hops_as_there_are_trusted_proxies
     settings.TRUSTED_PROXY_COUNT = proxies
     extra = {"HTTP_X_FORWARDED_FOR": forwarded_for} if forwarded_for else {}
     assert client_ip(rf.post(TOKEN_URL, REMOTE_ADDR="127.0.0.1", **extra)) == expected
+
+
+# --- lockout (django-axes) ---------------------------------------------------------
+def fail_until_locked(client, username="shop", **kwargs):
+    from django.conf import settings
+
+    return [login(client, username, f"guess-{i}", **kwargs) for i in range(settings.AXES_FAILURE_LIMIT)]
+
+
+def expire_lockouts():
+    """Move every recorded failure back past the cool-off, as if the time had passed."""
+    from axes.models import AccessAttempt
+    from django.conf import settings
+
+    AccessAttempt.objects.update(attempt_time=timezone.now() - settings.AXES_COOLOFF_TIME - timedelta(seconds=1))
+
+
+def test_the_failure_limit_locks_the_login_with_a_429_that_says_when_to_retry(settings):
+    UserFactory(username="shop", password="s3cret-pass")
+    responses = fail_until_locked(APIClient())
+
+    assert [r.status_code for r in responses[:-1]] == [400] * (settings.AXES_FAILURE_LIMIT - 1)
+    locked = responses[-1]
+    assert locked.status_code == 429
+    error = locked.json()["error"]
+    assert error["code"] == "login_locked_out" and error["status"] == 429
+    assert "too many failed logins" in error["message"].lower()
+    cool_off = int(settings.AXES_COOLOFF_TIME.total_seconds())
+    assert cool_off - 5 <= error["retry_after"] <= cool_off
+    assert int(locked["Retry-After"]) == error["retry_after"]
+
+
+def test_a_correct_password_after_lockout_is_refused_until_the_cool_off_ends():
+    UserFactory(username="shop", password="s3cret-pass")
+    client = APIClient()
+    fail_until_locked(client)
+
+    refused = login(client, "shop", "s3cret-pass")
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "login_locked_out"
+    assert "token" not in refused.json()
+
+    expire_lockouts()
+    assert login(client, "shop", "s3cret-pass").status_code == 200
+
+
+def test_a_lockout_does_not_block_the_same_user_elsewhere_or_others_here():
+    UserFactory(username="shop", password="s3cret-pass")
+    UserFactory(username="other", password="other-pass")
+    fail_until_locked(APIClient(REMOTE_ADDR="203.0.113.9"))
+
+    assert login(APIClient(REMOTE_ADDR="203.0.113.9"), "other", "other-pass").status_code == 200
+    assert login(APIClient(REMOTE_ADDR="198.51.100.4"), "shop", "s3cret-pass").status_code == 200
+
+
+def test_a_successful_login_clears_earlier_failures(settings):
+    UserFactory(username="shop", password="s3cret-pass")
+    client = APIClient()
+    for i in range(settings.AXES_FAILURE_LIMIT - 1):
+        assert login(client, "shop", f"guess-{i}").status_code == 400
+    assert login(client, "shop", "s3cret-pass").status_code == 200
+    assert login(client, "shop", "one-more-typo").status_code == 400
+
+
+def test_the_lockout_follows_the_trusted_proxy_count(settings):
+    from axes.models import AccessAttempt
+
+    settings.TRUSTED_PROXY_COUNT = 1
+    UserFactory(username="shop", password="s3cret-pass")
+    client = APIClient()
+    fail_until_locked(client, forwarded_for="10.9.9.9, 192.0.2.7")
+
+    assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {"192.0.2.7"}
+    assert login(client, "shop", "s3cret-pass", forwarded_for="10.0.0.1, 192.0.2.7").status_code == 429
+    assert login(client, "shop", "s3cret-pass", forwarded_for="192.0.2.7, 192.0.2.8").status_code == 200
+
+
+def test_a_username_longer_than_any_account_is_a_400_not_a_500():
+    response = login(APIClient(), "u" * 300, "x")
+    assert response.status_code == 400
+    assert "username" in response.json()["error"]["fields"]
+
+
+# --- admin login --------------------------------------------------------------------
+def admin_login(client, password):
+    return client.post("/admin/login/?next=/admin/", {"username": "boss", "password": password})
+
+
+def test_the_admin_login_locks_out_after_the_failure_limit_with_a_clear_page(settings, django_user_model):
+    django_user_model.objects.create_superuser("boss", "boss@example.com", "boss-pass")
+    client = Client()
+    for i in range(settings.AXES_FAILURE_LIMIT - 1):
+        assert admin_login(client, f"guess-{i}").status_code == 200  # the form again, with its error
+
+    locked = admin_login(client, "guess-last")
+    assert locked.status_code == 429
+    assert int(locked["Retry-After"]) > 0
+    page = locked.content.decode()
+    assert "Too many failed logins" in page and "Fulfilment back office" in page
+
+    refused = admin_login(client, "boss-pass")
+    assert refused.status_code == 429
+    assert "_auth_user_id" not in client.session
+    assert client.get("/admin/").status_code == 302  # still not logged in
+
+    expire_lockouts()
+    assert admin_login(client, "boss-pass").status_code == 302
+    assert client.get("/admin/").status_code == 200
