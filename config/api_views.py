@@ -3,7 +3,6 @@
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
-from knox.models import AuthToken
 from knox.views import LogoutView as KnoxLogoutView
 from rest_framework import exceptions, serializers
 from rest_framework.authtoken.serializers import AuthTokenSerializer
@@ -11,7 +10,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.auth import lockout_seconds_left
+from config.auth import api_token_create, lockout_seconds_left
 
 ERROR_SCHEMA = inline_serializer(
     "Error",
@@ -59,6 +58,8 @@ class TokenSerializer(serializers.Serializer):
 class TokenCreateView(APIView):
     """Exchange a username and password for an API token (hashed at rest, expiring, revocable).
 
+    A user holds at most ``API_TOKEN_LIMIT_PER_USER`` live tokens: a new one revokes the oldest.
+
     Repeated failures lock the login (django-axes, through ``authenticate``): a locked
     login is refused with 429 and ``Retry-After``, even with the right password.
     """
@@ -84,7 +85,7 @@ class TokenCreateView(APIView):
                 raise LoginLockedOut(wait=lockout_seconds_left(request, getattr(request, "axes_credentials", None)))
             raise exceptions.ValidationError(serializer.errors)
         user = serializer.validated_data["user"]
-        instance, token = AuthToken.objects.create(user=user)
+        instance, token = api_token_create(user=user)
         user_logged_in.send(sender=user.__class__, request=request, user=user)  # last_login; axes resets failures
         return Response(TokenSerializer({"token": token, "expiry": instance.expiry}).data)
 

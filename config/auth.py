@@ -8,6 +8,7 @@ import ipaddress
 import math
 
 from django.conf import settings
+from django.db import transaction
 from rest_framework import throttling
 
 
@@ -78,3 +79,30 @@ def admin_lockout_response(request, original_response=None, credentials=None):
     response = TemplateResponse(request, "admin/login_locked_out.html", context, status=429)
     response["Retry-After"] = str(seconds)
     return response.render()
+
+
+@transaction.atomic
+def api_token_create(*, user):
+    """A new API token for ``user``: ``(AuthToken, token string)``.
+
+    At most ``API_TOKEN_LIMIT_PER_USER`` live tokens per user (0: no cap): a login
+    beyond it revokes the user's oldest tokens, so logging in on a new device always
+    works and the session least likely still in use ends. (knox's own
+    ``TOKEN_LIMIT_PER_USER`` would refuse the login instead, and the customer, with no
+    way to revoke a lost device's token, would wait up to ``API_TOKEN_TTL_HOURS``.)
+    Expired tokens of the user are deleted on the way. Concurrent logins of one user
+    queue on the user's row, so the cap holds.
+    """
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+    from knox.models import get_token_model
+
+    AuthToken = get_token_model()
+    get_user_model().objects.select_for_update().filter(pk=user.pk).exists()
+    tokens = AuthToken.objects.filter(user=user)
+    tokens.filter(expiry__lte=timezone.now()).delete()
+    limit = settings.API_TOKEN_LIMIT_PER_USER
+    if limit > 0:
+        keep = list(tokens.order_by("-created").values_list("digest", flat=True)[: limit - 1])
+        tokens.exclude(digest__in=keep).delete()
+    return AuthToken.objects.create(user=user)

@@ -219,6 +219,12 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
+# Live API tokens per user (0: no cap); a login beyond it revokes the user's oldest
+# token (config.auth.api_token_create). knox's TOKEN_LIMIT_PER_USER, which refuses the
+# login instead, is not used.
+API_TOKEN_LIMIT_PER_USER = env.int("API_TOKEN_LIMIT_PER_USER", default=10)
+if API_TOKEN_LIMIT_PER_USER < 0:
+    raise ImproperlyConfigured("API_TOKEN_LIMIT_PER_USER must be 0 (no cap) or more")
 REST_KNOX = {
     "TOKEN_TTL": timedelta(hours=env.int("API_TOKEN_TTL_HOURS", default=24 * 30)),
     "AUTO_REFRESH": False,
@@ -385,5 +391,8 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},  # failures and lockouts; not a line per successful login
+    },
 }
