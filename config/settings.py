@@ -373,6 +373,9 @@ AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=365)
 # Every process (web and Celery) writes its metric samples here; /metrics adds them up.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "prometheus"))
 Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+# Set: /metrics answers only requests with "Authorization: Bearer <METRICS_TOKEN>" (401
+# otherwise). Empty (the default): /metrics is open; keep it on an internal network.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 LOG_FORMAT = env.str("LOG_FORMAT", default="plain")  # "json": one JSON object per line
 
 LOGGING = {
