@@ -12,26 +12,32 @@ from django.db import transaction
 from rest_framework import throttling
 
 
+def _ip(value):
+    """``value`` as a normalised IP address (no IPv6 zone), or None if it is not one."""
+    try:
+        return str(ipaddress.ip_address((value or "").strip().split("%", 1)[0]))
+    except ValueError:
+        return None
+
+
 def client_ip(request):
-    """The caller's IP address.
+    """The caller's IP address, or None if the server gave none.
 
     With ``TRUSTED_PROXY_COUNT = 0`` (the default) it is ``REMOTE_ADDR`` and any
     ``X-Forwarded-For`` is ignored: a client could write anything there. Behind *n*
     proxies that each append the address they saw, it is the *n*-th address from the
     right of ``X-Forwarded-For`` (with one proxy: the last hop), as DRF's
     ``NUM_PROXIES`` reads it; an entry that is not an IP address falls back to
-    ``REMOTE_ADDR``.
+    ``REMOTE_ADDR``. Always a valid address or None: django-axes stores it in an
+    ``inet`` column.
     """
-    remote_addr = request.META.get("REMOTE_ADDR")
+    remote_addr = _ip(request.META.get("REMOTE_ADDR"))
     proxies = settings.TRUSTED_PROXY_COUNT
     forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
     if proxies <= 0 or not forwarded.strip():
         return remote_addr
-    hops = [hop.strip() for hop in forwarded.split(",")]
-    try:
-        return str(ipaddress.ip_address(hops[-min(proxies, len(hops))]))
-    except ValueError:
-        return remote_addr
+    hops = forwarded.split(",")
+    return _ip(hops[-min(proxies, len(hops))]) or remote_addr
 
 
 class AnonRateThrottle(throttling.AnonRateThrottle):
@@ -61,6 +67,8 @@ def lockout_seconds_left(request, credentials=None):
 
     cool_off = get_cool_off(request)
     handler = AxesProxyHandler.get_implementation()
+    if not hasattr(handler, "get_user_attempts"):  # not the database handler: the whole cool-off
+        return max(1, math.ceil(cool_off.total_seconds()))
     last = [
         attempts.aggregate(last=Max("attempt_time"))["last"]
         for attempts in handler.get_user_attempts(request, credentials)

@@ -64,6 +64,9 @@ def test_with_one_trusted_proxy_the_last_forwarded_for_hop_is_the_caller(setting
         (2, "203.0.113.5", "203.0.113.5"),
         (1, "10.1.1.1, 2001:db8::1", "2001:db8::1"),
         (1, "10.1.1.1, not-an-address", "127.0.0.1"),
+        (1, "10.1.1.1, 203.0.113.5:4711", "127.0.0.1"),
+        (1, "10.1.1.1, fe80::1%eth0", "fe80::1"),
+        (1, "10.1.1.1,", "127.0.0.1"),
     ],
 )
 def test_client_ip_reads_as_many_forwarded_for_hops_as_there_are_trusted_proxies(
@@ -74,6 +77,12 @@ def test_client_ip_reads_as_many_forwarded_for_hops_as_there_are_trusted_proxies
     settings.TRUSTED_PROXY_COUNT = proxies
     extra = {"HTTP_X_FORWARDED_FOR": forwarded_for} if forwarded_for else {}
     assert client_ip(rf.post(TOKEN_URL, REMOTE_ADDR="127.0.0.1", **extra)) == expected
+
+
+@pytest.mark.parametrize("remote_addr", ["", "/run/gunicorn.sock", "unix:"])
+def test_a_failed_login_from_a_server_that_gives_no_ip_address_is_still_a_400(remote_addr):
+    response = login(APIClient(REMOTE_ADDR=remote_addr), "shop", "wrong")
+    assert response.status_code == 400
 
 
 # --- lockout (django-axes) ---------------------------------------------------------
