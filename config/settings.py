@@ -184,7 +184,9 @@ if not AXES_LOCKOUT_PARAMETERS or not {
     raise ImproperlyConfigured("LOGIN_LOCKOUT_PARAMETERS: criteria of username, ip_address, user_agent joined by +")
 AXES_CLIENT_IP_CALLABLE = "config.auth.client_ip"
 AXES_LOCKOUT_CALLABLE = "config.auth.admin_lockout_response"  # the API answers in its own error shape
-AXES_RESET_ON_SUCCESS = True  # a customer who finally types the right password starts again from zero
+# A customer who finally types the right password starts again from zero; only when every
+# criterion names the username, or one valid account would clear an address's failures.
+AXES_RESET_ON_SUCCESS = all("username" in ([c] if isinstance(c, str) else c) for c in AXES_LOCKOUT_PARAMETERS)
 # A refused attempt during a lockout does not restart the cool-off, so Retry-After holds.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 # Failures are recorded (table axes_accessattempt, cleaned as they expire), successful

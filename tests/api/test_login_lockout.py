@@ -191,3 +191,33 @@ def test_the_admin_login_locks_out_after_the_failure_limit_with_a_clear_page(set
     expire_lockouts()
     assert admin_login(client, "boss-pass").status_code == 302
     assert client.get("/admin/").status_code == 200
+
+
+def settings_with(**env):
+    """The lockout settings as a fresh process computes them from these environment variables."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import json, django; django.setup(); from django.conf import settings as s; "
+        "print(json.dumps([s.AXES_LOCKOUT_PARAMETERS, s.AXES_RESET_ON_SUCCESS, s.AXES_FAILURE_LIMIT]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings_test", **env},
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(result.stdout) if result.returncode == 0 else result.stderr
+
+
+def test_lockout_parameters_come_from_the_environment():
+    assert settings_with() == [[["username", "ip_address"]], True, 5]
+    assert settings_with(LOGIN_LOCKOUT_PARAMETERS="ip_address,username+user_agent", LOGIN_FAILURE_LIMIT="3") == [
+        ["ip_address", ["username", "user_agent"]],
+        False,  # a login by one valid account must not clear an address's failures
+        3,
+    ]
+    assert "LOGIN_LOCKOUT_PARAMETERS" in settings_with(LOGIN_LOCKOUT_PARAMETERS="ip")
