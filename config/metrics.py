@@ -5,8 +5,10 @@ aggregates them and adds what is read at scrape time (sagas in progress from
 the database, queue depth from the broker).
 """
 
+import hmac
 import os
 
+from django.conf import settings
 from django.http import HttpResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
@@ -20,6 +22,14 @@ SAGA_DURATION = Histogram(
 STEP_FAILURES = Counter("fulfilment_step_failures_total", "Saga steps that failed for good.", ["step"])
 HTTP_REQUESTS = Counter("fulfilment_http_requests_total", "HTTP requests.", ["method", "route", "status"])
 HTTP_DURATION = Histogram("fulfilment_http_request_duration_seconds", "HTTP request duration.", ["method", "route"])
+
+# Any word a client sends becomes request.method; as a label value each one would be a
+# new time series. Methods outside this set are counted as "other".
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+
+
+def http_method_label(method):
+    return method if method in HTTP_METHODS else "other"
 
 
 class LiveCollector:
@@ -54,7 +64,21 @@ class LiveCollector:
         yield depth
 
 
+def authorized(request):
+    """No METRICS_TOKEN: open (keep /metrics on an internal network). Otherwise ``Authorization: Bearer <token>``."""
+    expected = settings.METRICS_TOKEN
+    if not expected:
+        return True
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), expected.encode())
+
+
 def metrics_view(request):
+    if not authorized(request):
+        response = HttpResponse("Unauthorized: send Authorization: Bearer <METRICS_TOKEN>.\n", status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        response["Content-Type"] = "text/plain; charset=utf-8"
+        return response
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.MultiProcessCollector(registry)

@@ -43,8 +43,9 @@ class RequestIDMiddleware:
         from . import metrics
 
         route = getattr(getattr(request, "resolver_match", None), "route", "") or "unmatched"
-        metrics.HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-        metrics.HTTP_DURATION.labels(request.method, route).observe(time.perf_counter() - started)
+        method = metrics.http_method_label(request.method)
+        metrics.HTTP_REQUESTS.labels(method, route, str(response.status_code)).inc()
+        metrics.HTTP_DURATION.labels(method, route).observe(time.perf_counter() - started)
         return response
 
 

@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "django_fsm",
     "rest_framework",
     "knox",
+    "axes",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "audit",
@@ -68,6 +69,8 @@ MIDDLEWARE = [
     "audit.context.AuditActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out admin login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -118,6 +121,12 @@ else:
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# django-axes first: it refuses a locked-out login before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -143,6 +152,47 @@ CACHES = {
 }
 
 # --- Storefront API ---------------------------------------------------------------
+# How many reverse proxies in front of Django append to X-Forwarded-For. 0 (the
+# default): the caller is REMOTE_ADDR and X-Forwarded-For is ignored (a client can send
+# anything there). n > 0: the n-th address from the right (one proxy: the last hop).
+# API throttles and the login lockout read the caller's address this way
+# (config.auth.client_ip).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+if TRUSTED_PROXY_COUNT < 0:
+    raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must be 0 or more")
+
+# Login lockout (django-axes) on the API's token endpoint and the admin login: after
+# LOGIN_FAILURE_LIMIT failures within LOGIN_LOCKOUT_MINUTES of each other, the same
+# login is refused, right password or not, until LOGIN_LOCKOUT_MINUTES after the last
+# failure. "The same login" is LOGIN_LOCKOUT_PARAMETERS: a comma-separated list of
+# criteria, each a "+"-joined set of username, ip_address, user_agent; a login is
+# locked when any criterion is. The default, username+ip_address, never lets a stranger
+# lock a customer out everywhere, nor one customer lock out everyone behind a shared
+# address; the per-IP THROTTLE_AUTH bounds guessing across many usernames.
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+LOGIN_LOCKOUT_MINUTES = env.float("LOGIN_LOCKOUT_MINUTES", default=15)
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [
+    criterion.split("+") if "+" in criterion else criterion
+    for criterion in env.list("LOGIN_LOCKOUT_PARAMETERS", default=["username+ip_address"])
+]
+if AXES_FAILURE_LIMIT < 1 or LOGIN_LOCKOUT_MINUTES <= 0:
+    raise ImproperlyConfigured("LOGIN_FAILURE_LIMIT and LOGIN_LOCKOUT_MINUTES must be positive")
+if not AXES_LOCKOUT_PARAMETERS or not {
+    part for c in AXES_LOCKOUT_PARAMETERS for part in ([c] if isinstance(c, str) else c)
+} <= {"username", "ip_address", "user_agent"}:
+    raise ImproperlyConfigured("LOGIN_LOCKOUT_PARAMETERS: criteria of username, ip_address, user_agent joined by +")
+AXES_CLIENT_IP_CALLABLE = "config.auth.client_ip"
+AXES_LOCKOUT_CALLABLE = "config.auth.admin_lockout_response"  # the API answers in its own error shape
+# A customer who finally types the right password starts again from zero; only when every
+# criterion names the username, or one valid account would clear an address's failures.
+AXES_RESET_ON_SUCCESS = all("username" in ([c] if isinstance(c, str) else c) for c in AXES_LOCKOUT_PARAMETERS)
+# A refused attempt during a lockout does not restart the cool-off, so Retry-After holds.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# Failures are recorded (table axes_accessattempt, cleaned as they expire), successful
+# logins are not: that log would grow with every API login and create a session per call.
+AXES_DISABLE_ACCESS_LOG = True
+
 # Bodies over this size are refused with 413 (orders are small).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("API_MAX_BODY_BYTES", default=256 * 1024)
 REST_FRAMEWORK = {
@@ -154,9 +204,10 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "config.api.Pagination",
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.ScopedRateThrottle",
+        "config.auth.AnonRateThrottle",  # DRF's, keyed by config.auth.client_ip
+        "config.auth.ScopedRateThrottle",
     ],
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,  # for any DRF code that reads it; our throttles use client_ip
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("THROTTLE_ANON", default="30/min"),
         "auth": env.str("THROTTLE_AUTH", default="10/min"),
@@ -170,6 +221,12 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
+# Live API tokens per user (0: no cap); a login beyond it revokes the user's oldest
+# token (config.auth.api_token_create). knox's TOKEN_LIMIT_PER_USER, which refuses the
+# login instead, is not used.
+API_TOKEN_LIMIT_PER_USER = env.int("API_TOKEN_LIMIT_PER_USER", default=10)
+if API_TOKEN_LIMIT_PER_USER < 0:
+    raise ImproperlyConfigured("API_TOKEN_LIMIT_PER_USER must be 0 (no cap) or more")
 REST_KNOX = {
     "TOKEN_TTL": timedelta(hours=env.int("API_TOKEN_TTL_HOURS", default=24 * 30)),
     "AUTO_REFRESH": False,
@@ -318,6 +375,9 @@ AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=365)
 # Every process (web and Celery) writes its metric samples here; /metrics adds them up.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "prometheus"))
 Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+# Set: /metrics answers only requests with "Authorization: Bearer <METRICS_TOKEN>" (401
+# otherwise). Empty (the default): /metrics is open; keep it on an internal network.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 LOG_FORMAT = env.str("LOG_FORMAT", default="plain")  # "json": one JSON object per line
 
 LOGGING = {
@@ -336,5 +396,8 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},  # failures and lockouts; not a line per successful login
+    },
 }
