@@ -21,6 +21,10 @@ from config import sql
 from .models import Product, Reservation, ReservationLine, ReservationStatus, StockLevel
 
 
+class NoStockHeld(Exception):
+    """The order holds no stock: its reservation ended (released, expired, committed) or no longer exists."""
+
+
 class OutOfStock(Exception):
     def __init__(self, skus):
         self.skus = sorted(skus)
@@ -195,6 +199,21 @@ def reservation_commit(*, reservation) -> bool:
     reservation.commit()
     reservation.save(update_fields=["status", "updated_at"])
     return True
+
+
+@transaction.atomic
+def order_stock_commit(*, order) -> Reservation:
+    """The goods of ``order`` left the warehouse: commit its active reservation (lock the order first).
+
+    Raises ``NoStockHeld`` (and changes nothing) when the order holds no stock: shipping
+    it would take units that are free for other orders, selling them twice.
+    """
+    reservation = Reservation.objects.select_for_update().filter(order=order).first()
+    if reservation is None:
+        raise NoStockHeld("its reservation no longer exists")
+    if not reservation_commit(reservation=reservation):
+        raise NoStockHeld(f"its reservation is {reservation.status}")
+    return reservation
 
 
 def reservation_hold(*, order) -> None:

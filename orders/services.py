@@ -5,6 +5,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django_fsm import TransitionNotAllowed
 
 from catalog.models import Product
 from config.observability import get_request_id
@@ -15,7 +16,22 @@ from .saga.engine import saga_create
 from .saga.recovery import saga_compensate
 
 
-class OrderNotCancellable(Exception):
+class OrderActionRefused(TransitionNotAllowed):
+    """A staff or customer action that the order's state does not allow; the message says why (HTTP 409).
+
+    A ``TransitionNotAllowed``, so code that catches django-fsm's refusal keeps working.
+    """
+
+
+class OrderNotCancellable(OrderActionRefused):
+    pass
+
+
+class OrderNotShippable(OrderActionRefused):
+    pass
+
+
+class OrderNotDeliverable(OrderActionRefused):
     pass
 
 
@@ -151,28 +167,52 @@ def _lock(order) -> Order:
 
 @transaction.atomic
 def order_ship(*, order) -> Order:
-    """Staff: the parcel left the warehouse. Commits the stock; the order becomes ``shipped``."""
-    from catalog.services import reservation_commit
+    """Staff: the parcel left the warehouse. Commits the stock; the order becomes ``shipped``.
+
+    Locks the order, then its reservation. Raises ``OrderNotShippable`` (and changes
+    nothing) unless the order is confirmed, still holds its stock and has a booked
+    shipment: shipping without committing stock would sell the units twice.
+    """
+    from catalog.services import NoStockHeld, order_stock_commit
     from shipping.models import ShipmentStatus
     from shipping.services import shipment_mark_dispatched
 
     order = _lock(order)
-    order.ship()  # raises TransitionNotAllowed unless confirmed
-    shipment = order.shipments.get(status=ShipmentStatus.CREATED)
+    if order.status != OrderStatus.CONFIRMED:
+        raise OrderNotShippable(
+            f"The order is {order.get_status_display().lower()}: only a confirmed order can be shipped."
+        )
+    shipment = order.shipments.filter(status=ShipmentStatus.CREATED).first()
+    if shipment is None:
+        raise OrderNotShippable("The order has no booked shipment: it cannot be shipped.")
+    try:
+        order_stock_commit(order=order)
+    except NoStockHeld as exc:
+        raise OrderNotShippable(
+            f"No stock is held for this order ({exc}): shipping it would sell the same units twice. "
+            "Cancel the order instead."
+        ) from exc
     shipment_mark_dispatched(shipment=shipment)
-    reservation_commit(reservation=order.reservation)
+    order.ship()
     order.save(update_fields=["status", "updated_at"])
     return order
 
 
 @transaction.atomic
 def order_deliver(*, order) -> Order:
-    """Staff: the carrier delivered the parcel."""
+    """Staff: the carrier delivered the parcel. Raises ``OrderNotDeliverable`` unless it was shipped."""
     from shipping.models import ShipmentStatus
     from shipping.services import shipment_mark_delivered
 
     order = _lock(order)
+    if order.status != OrderStatus.SHIPPED:
+        raise OrderNotDeliverable(
+            f"The order is {order.get_status_display().lower()}: only a shipped order can be delivered."
+        )
+    shipment = order.shipments.filter(status=ShipmentStatus.DISPATCHED).first()
+    if shipment is None:
+        raise OrderNotDeliverable("The order has no dispatched shipment: it cannot be delivered.")
     order.deliver()
-    shipment_mark_delivered(shipment=order.shipments.get(status=ShipmentStatus.DISPATCHED))
+    shipment_mark_delivered(shipment=shipment)
     order.save(update_fields=["status", "updated_at"])
     return order
