@@ -6,10 +6,13 @@ with ``check_invariants``.
 """
 
 import pytest
+from django.contrib.auth.models import Group
+from django.contrib.messages import get_messages
 from django.core.cache import cache
+from django.urls import reverse
 
 from catalog.models import Reservation, StockLevel
-from catalog.services import reservation_release
+from catalog.services import HoldStillNeeded, reservation_release, reservation_release_by_staff, stock_reserve
 from orders.models import Order
 from orders.saga import engine
 from orders.services import OrderNotShippable, order_ship
@@ -120,3 +123,58 @@ def test_the_ship_service_says_why_it_refuses(product):
     with pytest.raises(OrderNotShippable, match="only a confirmed order"):
         order_ship(order=order)
     assert Order.objects.get(pk=order.pk).status == "pending"
+
+
+# --- releasing a hold by hand ------------------------------------------------------------
+@pytest.fixture
+def support_client(client, django_user_model):
+    user = django_user_model.objects.create_user("sam", "sam@example.com", "pw", is_staff=True)
+    user.groups.add(Group.objects.get(name="support"))
+    client.force_login(user)
+    return client
+
+
+def release_in_admin(client, reservation):
+    changelist = reverse("admin:catalog_reservation_changelist")
+    response = client.post(changelist, {"action": "release", "_selected_action": [reservation.pk]}, follow=True)
+    assert response.status_code == 200
+    return [str(m) for m in get_messages(response.wsgi_request)]
+
+
+def test_support_cannot_release_the_hold_of_a_confirmed_order_so_it_never_ships_without_stock(product, support_client):
+    order = confirmed_order(product)
+
+    messages = release_in_admin(support_client, order.reservation)
+
+    assert messages == [
+        f"Reservation {order.reservation.pk} was not released: order {order.public_id} is confirmed and still "
+        "needs its stock. Cancel the order instead (its saga releases the stock and refunds the customer)."
+    ]
+    assert Reservation.objects.get(order=order).status == "active"
+    assert stock(product) == (10, 2)
+    assert staff_api().post(f"/api/v1/orders/{order.public_id}/ship/").status_code == 200
+    assert stock(product) == (8, 0)
+    assert_invariants()
+
+
+@pytest.mark.parametrize("steps", [[], STEPS[:1], STEPS[:2]], ids=["pending", "reserved", "paid"])
+def test_the_hold_of_an_order_still_in_its_saga_is_not_released_by_hand(product, support_client, steps):
+    order = advance(place_order(products=[product]), steps)
+    reservation = stock_reserve(order=order)
+
+    [message] = release_in_admin(support_client, reservation)
+
+    assert message.startswith(f"Reservation {reservation.pk} was not released")
+    assert Reservation.objects.get(pk=reservation.pk).status == "active"
+    with pytest.raises(HoldStillNeeded):
+        reservation_release_by_staff(reservation=reservation)
+
+
+def test_a_hold_left_behind_by_an_order_resolved_by_hand_can_be_released(product, support_client):
+    order = place_order(products=[product])
+    reservation = stock_reserve(order=order)
+    Order.objects.filter(pk=order.pk).update(status="cancelled")  # resolved by an operator, stock not given back
+
+    assert release_in_admin(support_client, reservation) == ["Released 1 reservation(s)."]
+    assert Reservation.objects.get(pk=reservation.pk).status == "released"
+    assert stock(product) == (10, 0)
