@@ -230,6 +230,28 @@ def reservation_commit(*, reservation) -> bool:
 
 
 @transaction.atomic
+def reservation_renew(*, order, paid=False) -> Reservation:
+    """Hold the stock of ``order`` again after its hold ended: all or nothing, by ``stock_reserve``'s rule.
+
+    For a saga that resumes after waiting for an operator: its hold may have
+    expired, been released or deleted meanwhile. An active (or committed)
+    reservation is returned as it is; an ended one is replaced by a new one.
+    Raises ``OutOfStock`` and changes nothing when the stock is gone. ``paid``:
+    the new hold does not expire (see ``reservation_hold``).
+    """
+    current = Reservation.objects.select_for_update().filter(order=order).first()
+    if current is not None and current.status in (ReservationStatus.ACTIVE, ReservationStatus.COMMITTED):
+        return current
+    if current is not None:
+        current.delete()  # its transitions stay in the audit trail; the order has one reservation
+    reservation = stock_reserve(order=order)
+    if paid:
+        reservation_hold(order=order)
+        reservation.expires_at = None
+    return reservation
+
+
+@transaction.atomic
 def order_stock_commit(*, order) -> Reservation:
     """The goods of ``order`` left the warehouse: commit its active reservation (lock the order first).
 

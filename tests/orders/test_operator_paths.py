@@ -5,16 +5,21 @@ is captured), so each case sets up exactly the state it needs. Every case ends
 with ``check_invariants``.
 """
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth.models import Group
 from django.contrib.messages import get_messages
 from django.core.cache import cache
+from django.db import transaction
 from django.urls import reverse
+from django.utils import timezone
 
 from catalog.models import Reservation, StockLevel
 from catalog.services import HoldStillNeeded, reservation_release, reservation_release_by_staff, stock_reserve
 from orders.models import Order
 from orders.saga import engine
+from orders.saga.recovery import expire_reservations, saga_retry
 from orders.services import OrderNotShippable, order_ship
 from shipping.models import Shipment
 from tests.api.conftest import client_for
@@ -178,3 +183,70 @@ def test_a_hold_left_behind_by_an_order_resolved_by_hand_can_be_released(product
     assert release_in_admin(support_client, reservation) == ["Released 1 reservation(s)."]
     assert Reservation.objects.get(pk=reservation.pk).status == "released"
     assert stock(product) == (10, 0)
+
+
+# --- an operator's retry after the hold ended -----------------------------------------------
+def fail_at_payment(order):
+    """The saga reserved the stock, then its payment step kept crashing its worker: failed, needs attention."""
+    advance(order, STEPS[:1])
+    saga = order.saga
+    with transaction.atomic():
+        locked = engine._lock(saga.pk)
+        step = locked.steps.get(name="process_payment")
+        step.deliveries = 11
+        engine.fail(locked, step, "process_payment was delivered 11 times without finishing (a crashing task?)")
+    return saga
+
+
+def end_hold(order, how):
+    """The hold ends while the saga waits for an operator."""
+    if how in ("expired", "deleted"):
+        Reservation.objects.filter(order=order).update(expires_at=timezone.now() - timedelta(seconds=1))
+        assert expire_reservations() == {"compensating": 0, "expired": 1, "skipped": 0}
+    else:
+        reservation_release(reservation=order.reservation)  # as the admin's release allowed before
+    if how == "deleted":  # as the retention cleanup did before
+        Reservation.objects.filter(order=order).delete()
+
+
+@pytest.mark.parametrize("how", ["expired", "released", "deleted"])
+def test_a_retried_saga_holds_its_stock_again_before_it_goes_on(product, sent, how):
+    order = place_order(products=[product], quantity=3)
+    saga = fail_at_payment(order)
+    end_hold(order, how)
+    assert stock(product) == (10, 0)
+
+    assert saga_retry(saga.pk) == "retrying from process_payment"
+
+    reservation = Reservation.objects.get(order=order)
+    assert reservation.status == "active" and reservation.expires_at > timezone.now()
+    assert stock(product) == (10, 3)
+    assert_invariants()
+    order = advance(order, STEPS[1:])
+    assert order.status == "confirmed"
+    assert Reservation.objects.get(order=order).expires_at is None  # paid: held until it ships
+    order_ship(order=order)
+    assert stock(product) == (7, 0)
+    assert_invariants()
+
+
+def test_a_retried_saga_whose_stock_was_sold_meanwhile_is_compensated(product, sent):
+    order = place_order(products=[product], quantity=3)
+    saga = fail_at_payment(order)
+    end_hold(order, "expired")
+    other = advance(place_order(products=[product], quantity=8), STEPS[:1])  # takes what the hold gave back
+    sent.clear()
+
+    outcome = saga_retry(saga.pk)
+
+    assert outcome == "compensating: the stock is no longer available"
+    order.refresh_from_db()
+    assert order.status == "compensating"
+    assert sent == [["refund_payment", "release_inventory"]]
+    for name in sent[0]:
+        assert engine.run_compensation(saga.pk, name, task_id="t") == engine.CONTINUE
+    order.refresh_from_db()
+    assert order.status == "cancelled" and "stock" in order.cancel_reason
+    assert stock(product) == (10, 8)
+    assert Reservation.objects.get(order=other).status == "active"
+    assert_invariants()
