@@ -12,8 +12,9 @@ from config.observability import get_request_id
 
 from .countries import ISO_3166_ALPHA2
 from .models import CANCELLABLE, Order, OrderLine, OrderStatus
+from .saga import engine
 from .saga.engine import saga_create
-from .saga.recovery import saga_compensate
+from .saga.recovery import SagaActionError, saga_compensate
 
 
 class OrderActionRefused(TransitionNotAllowed):
@@ -143,20 +144,29 @@ def order_cancel(*, order, reason="Cancelled at your request.") -> Order:
     """Cancel an order that has not shipped: its saga's compensations undo everything.
 
     Idempotent for an order already cancelling or cancelled. Raises
-    ``OrderNotCancellable`` once the goods have left.
+    ``OrderNotCancellable`` once the goods have left. Saga and order rows are
+    locked together first (the saga engine's order: saga, then order) and the
+    state is checked under the lock, so of two concurrent cancels one starts the
+    compensation and the other finds it started, and a cancel racing a ship
+    either wins or is refused: never both, never a crash.
     """
-    order.refresh_from_db()
-    if order.status in (OrderStatus.COMPENSATING, OrderStatus.CANCELLED):
-        return order
-    if order.status == OrderStatus.NEEDS_ATTENTION:
-        raise OrderNotCancellable(
-            "Our staff are looking into this order; it cannot be cancelled online right now. Please contact us."
-        )
-    if order.status not in CANCELLABLE:
-        raise OrderNotCancellable(
-            f"The order is {order.get_status_display().lower()}; it can be cancelled only until it ships."
-        )
-    saga_compensate(order.saga.pk, reason=reason)
+    with transaction.atomic():
+        saga = engine._lock(order.saga.pk, with_order=True)
+        order = saga.order
+        if order.status in (OrderStatus.COMPENSATING, OrderStatus.CANCELLED):
+            return order
+        if order.status == OrderStatus.NEEDS_ATTENTION:
+            raise OrderNotCancellable(
+                "Our staff are looking into this order; it cannot be cancelled online right now. Please contact us."
+            )
+        if order.status not in CANCELLABLE:
+            raise OrderNotCancellable(
+                f"The order is {order.get_status_display().lower()}; it can be cancelled only until it ships."
+            )
+        try:
+            saga_compensate(saga.pk, reason=reason)
+        except SagaActionError as exc:  # the saga disagrees with its order: refuse, change nothing
+            raise OrderNotCancellable(str(exc)) from exc
     order.refresh_from_db()
     return order
 
@@ -185,15 +195,15 @@ def order_ship(*, order) -> Order:
     shipment = order.shipments.filter(status=ShipmentStatus.CREATED).first()
     if shipment is None:
         raise OrderNotShippable("The order has no booked shipment: it cannot be shipped.")
+    order.ship()
+    shipment_mark_dispatched(shipment=shipment)
     try:
         order_stock_commit(order=order)
-    except NoStockHeld as exc:
+    except NoStockHeld as exc:  # leaving this atomic block rolls back the ship and the dispatch (and their audit)
         raise OrderNotShippable(
             f"No stock is held for this order ({exc}): shipping it would sell the same units twice. "
             "Cancel the order instead."
         ) from exc
-    shipment_mark_dispatched(shipment=shipment)
-    order.ship()
     order.save(update_fields=["status", "updated_at"])
     return order
 

@@ -5,22 +5,25 @@ is captured), so each case sets up exactly the state it needs. Every case ends
 with ``check_invariants``.
 """
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Group
 from django.contrib.messages import get_messages
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from catalog import services as catalog_services
 from catalog.models import Reservation, StockLevel
 from catalog.services import HoldStillNeeded, reservation_release, reservation_release_by_staff, stock_reserve
 from orders.models import Order
 from orders.saga import engine
 from orders.saga.recovery import expire_reservations, saga_retry
-from orders.services import OrderNotShippable, order_ship
+from orders.services import OrderNotCancellable, OrderNotShippable, order_cancel, order_ship
 from shipping.models import Shipment
 from tests.api.conftest import client_for
 from tests.factories import ProductFactory, StaffFactory, place_order
@@ -249,4 +252,118 @@ def test_a_retried_saga_whose_stock_was_sold_meanwhile_is_compensated(product, s
     assert order.status == "cancelled" and "stock" in order.cancel_reason
     assert stock(product) == (10, 8)
     assert Reservation.objects.get(order=other).status == "active"
+    assert_invariants()
+
+
+# --- concurrent cancels and ships: one winner, a clean answer -------------------------------
+def run_together(*calls, stagger=0.1):
+    """Run each call in its own thread (the later ones ``stagger`` seconds after the one before).
+
+    Returns each call's result or the exception it raised.
+    """
+    outcomes = [None] * len(calls)
+
+    def run(index, call):
+        try:
+            time.sleep(stagger * index)
+            outcomes[index] = call()
+        except Exception as exc:
+            outcomes[index] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return outcomes
+
+
+def slowed(monkeypatch, module, name, seconds=0.4):
+    """Make ``module.name`` hold its locks a while longer, so a concurrent call must wait for it."""
+    original = getattr(module, name)
+
+    def slow(*args, **kwargs):
+        result = original(*args, **kwargs)
+        time.sleep(seconds)
+        return result
+
+    monkeypatch.setattr(module, name, slow)
+
+
+def finish_compensation(order, sent):
+    for names in sent:
+        for name in names:
+            engine.run_compensation(order.saga.pk, name, task_id="t")
+    order.refresh_from_db()
+    return order
+
+
+def test_two_concurrent_cancels_of_one_order_start_one_compensation(product, sent, monkeypatch):
+    order = confirmed_order(product)
+    sent.clear()
+    slowed(monkeypatch, engine, "begin_compensation")  # the first holds the saga while the second arrives
+
+    first, second = run_together(lambda: order_cancel(order=order), lambda: order_cancel(order=order))
+
+    assert not isinstance(first, Exception), first
+    assert not isinstance(second, Exception), second
+    assert (first.status, second.status) == ("compensating", "compensating")
+    assert sent == [["send_cancellation", "cancel_shipment", "refund_payment", "release_inventory"]]
+    assert finish_compensation(order, sent).status == "cancelled"
+    assert_invariants()
+
+
+def test_a_cancel_racing_a_ship_that_won_is_refused_cleanly(product, sent, monkeypatch):
+    order = confirmed_order(product)
+    sent.clear()
+    slowed(monkeypatch, catalog_services, "order_stock_commit")  # the ship holds the order row a while
+
+    shipped, cancelled = run_together(lambda: order_ship(order=order), lambda: order_cancel(order=order))
+
+    assert not isinstance(shipped, Exception), shipped
+    assert shipped.status == "shipped"
+    assert isinstance(cancelled, OrderNotCancellable), cancelled
+    assert "only until it ships" in str(cancelled)
+    assert sent == []
+    order.refresh_from_db()
+    assert order.status == "shipped"
+    assert stock(product) == (8, 0)
+    assert_invariants()
+
+
+def test_a_ship_racing_a_cancel_that_won_is_refused_cleanly(product, sent, monkeypatch):
+    order = confirmed_order(product)
+    sent.clear()
+    slowed(monkeypatch, engine, "begin_compensation")  # the cancel holds saga and order a while
+
+    cancelled, shipped = run_together(lambda: order_cancel(order=order), lambda: order_ship(order=order))
+
+    assert not isinstance(cancelled, Exception), cancelled
+    assert cancelled.status == "compensating"
+    assert isinstance(shipped, OrderNotShippable), shipped
+    assert "only a confirmed order can be shipped" in str(shipped)
+    assert finish_compensation(order, sent).status == "cancelled"
+    assert stock(product) == (10, 0)
+    assert_invariants()
+
+
+def test_concurrent_cancel_and_ship_through_the_api_answer_202_or_409_never_500(product, sent, monkeypatch):
+    order = confirmed_order(product)
+    sent.clear()
+    staff, customer = staff_api(), client_for(order.customer)
+    slowed(monkeypatch, catalog_services, "order_stock_commit")
+
+    ship, cancel, cancel_again = run_together(
+        lambda: staff.post(f"/api/v1/orders/{order.public_id}/ship/"),
+        lambda: customer.post(f"/api/v1/orders/{order.public_id}/cancel/"),
+        lambda: customer.post(f"/api/v1/orders/{order.public_id}/cancel/"),
+    )
+
+    assert [r.status_code for r in (ship, cancel, cancel_again)] == [200, 409, 409]
+    assert cancel.json()["error"]["code"] == "conflict"
+    assert "only until it ships" in cancel.json()["error"]["message"]
+    order.refresh_from_db()
+    assert order.status == "shipped"
     assert_invariants()
