@@ -158,9 +158,13 @@ def resume_state(saga):
 
 
 def saga_compensate(saga_id, *, reason) -> str:
-    """Operator: give up on a saga and undo what it did (order ends ``cancelled``)."""
+    """Operator: give up on a saga and undo what it did (order ends ``cancelled``).
+
+    Saga and order are locked together, so the order's state is checked as it is
+    now: a ship that committed first makes this a clear refusal, not a crash.
+    """
     with transaction.atomic():
-        saga = engine._lock(saga_id)
+        saga = engine._lock(saga_id, with_order=True)
         if saga is None:
             raise SagaActionError(f"No saga {saga_id}.")
         if saga.status == SagaStatus.COMPENSATING:

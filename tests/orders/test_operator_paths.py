@@ -22,7 +22,7 @@ from catalog.models import Reservation, StockLevel
 from catalog.services import HoldStillNeeded, reservation_release, reservation_release_by_staff, stock_reserve
 from orders.models import Order
 from orders.saga import engine
-from orders.saga.recovery import expire_reservations, saga_retry
+from orders.saga.recovery import SagaActionError, expire_reservations, saga_compensate, saga_retry
 from orders.services import OrderNotCancellable, OrderNotShippable, order_cancel, order_ship
 from shipping.models import Shipment
 from tests.api.conftest import client_for
@@ -367,3 +367,30 @@ def test_concurrent_cancel_and_ship_through_the_api_answer_202_or_409_never_500(
     order.refresh_from_db()
     assert order.status == "shipped"
     assert_invariants()
+
+
+def test_an_operators_compensate_racing_a_ship_that_won_is_refused_with_a_reason(product, sent, monkeypatch):
+    order = confirmed_order(product)
+    sent.clear()
+    slowed(monkeypatch, catalog_services, "order_stock_commit")
+
+    shipped, compensated = run_together(
+        lambda: order_ship(order=order), lambda: saga_compensate(order.saga.pk, reason="Cancelled by our staff.")
+    )
+
+    assert shipped.status == "shipped"
+    assert isinstance(compensated, SagaActionError), compensated
+    assert str(compensated) == "The order is shipped: it can no longer be cancelled."
+    assert sent == []
+    assert_invariants()
+
+
+def test_shipping_an_order_without_a_booked_shipment_is_refused_with_409(product):
+    order = confirmed_order(product)
+    Shipment.objects.filter(order=order).update(status="cancelled")  # e.g. cancelled at the carrier by hand
+
+    response = staff_api().post(f"/api/v1/orders/{order.public_id}/ship/")
+
+    assert response.status_code == 409
+    assert response.json()["error"]["message"] == "The order has no booked shipment: it cannot be shipped."
+    assert Reservation.objects.get(order=order).status == "active"
