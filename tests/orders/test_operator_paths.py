@@ -245,10 +245,9 @@ def test_a_retried_saga_whose_stock_was_sold_meanwhile_is_compensated(product, s
     assert outcome == "compensating: the stock is no longer available"
     order.refresh_from_db()
     assert order.status == "compensating"
-    assert sent == [["refund_payment", "release_inventory"]]
-    for name in sent[0]:
-        assert engine.run_compensation(saga.pk, name, task_id="t") == engine.CONTINUE
-    order.refresh_from_db()
+    [chain] = sent  # one compensation chain; it ends by releasing what the order held (nothing, here)
+    assert chain[-2:] == ["refund_payment", "release_inventory"]
+    order = finish_compensation(order, sent)
     assert order.status == "cancelled" and "stock" in order.cancel_reason
     assert stock(product) == (10, 8)
     assert Reservation.objects.get(order=other).status == "active"
