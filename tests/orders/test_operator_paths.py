@@ -189,15 +189,15 @@ def test_a_hold_left_behind_by_an_order_resolved_by_hand_can_be_released(product
 
 
 # --- an operator's retry after the hold ended -----------------------------------------------
-def fail_at_payment(order):
-    """The saga reserved the stock, then its payment step kept crashing its worker: failed, needs attention."""
-    advance(order, STEPS[:1])
+def fail_at_payment(order, step_name="process_payment"):
+    """The saga went as far as ``step_name``, which kept crashing its worker: failed, needs attention."""
+    advance(order, STEPS[: STEPS.index(step_name)])
     saga = order.saga
     with transaction.atomic():
         locked = engine._lock(saga.pk)
-        step = locked.steps.get(name="process_payment")
+        step = locked.steps.get(name=step_name)
         step.deliveries = 11
-        engine.fail(locked, step, "process_payment was delivered 11 times without finishing (a crashing task?)")
+        engine.fail(locked, step, f"{step_name} was delivered 11 times without finishing (a crashing task?)")
     return saga
 
 
@@ -228,6 +228,22 @@ def test_a_retried_saga_holds_its_stock_again_before_it_goes_on(product, sent, h
     order = advance(order, STEPS[1:])
     assert order.status == "confirmed"
     assert Reservation.objects.get(order=order).expires_at is None  # paid: held until it ships
+    order_ship(order=order)
+    assert stock(product) == (7, 0)
+    assert_invariants()
+
+
+def test_a_paid_order_retried_after_its_hold_was_released_holds_the_stock_until_it_ships(product, sent):
+    order = place_order(products=[product], quantity=3)
+    saga = fail_at_payment(order, "create_shipment")  # paid: its hold does not expire
+    reservation_release(reservation=order.reservation)  # as the admin's release allowed before
+
+    assert saga_retry(saga.pk) == "retrying from create_shipment"
+
+    reservation = Reservation.objects.get(order=order)
+    assert (reservation.status, reservation.expires_at) == ("active", None)
+    assert stock(product) == (10, 3)
+    assert advance(order, STEPS[2:]).status == "confirmed"
     order_ship(order=order)
     assert stock(product) == (7, 0)
     assert_invariants()
