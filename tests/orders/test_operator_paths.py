@@ -271,16 +271,19 @@ def test_a_retried_saga_whose_stock_was_sold_meanwhile_is_compensated(product, s
 
 
 # --- concurrent cancels and ships: one winner, a clean answer -------------------------------
-def run_together(*calls, stagger=0.1):
-    """Run each call in its own thread (the later ones ``stagger`` seconds after the one before).
+def run_together(first, *others, holding):
+    """Run ``first`` in a thread and, once it holds its locks (``holding`` is set), each of ``others`` in its own.
 
     Returns each call's result or the exception it raised.
     """
+    calls = [first, *others]
     outcomes = [None] * len(calls)
 
     def run(index, call):
         try:
-            time.sleep(stagger * index)
+            if index:
+                assert holding.wait(10), "the first call never took its locks"
+                time.sleep(0.05)  # be sure to be waiting on the first call's lock
             outcomes[index] = call()
         except Exception as exc:
             outcomes[index] = exc
@@ -295,16 +298,19 @@ def run_together(*calls, stagger=0.1):
     return outcomes
 
 
-def slowed(monkeypatch, module, name, seconds=0.4):
-    """Make ``module.name`` hold its locks a while longer, so a concurrent call must wait for it."""
+def slowed(monkeypatch, module, name, seconds=0.5):
+    """Make ``module.name`` hold its caller's locks a while longer; returns an event set once it holds them."""
     original = getattr(module, name)
+    holding = threading.Event()
 
     def slow(*args, **kwargs):
         result = original(*args, **kwargs)
+        holding.set()
         time.sleep(seconds)
         return result
 
     monkeypatch.setattr(module, name, slow)
+    return holding
 
 
 def finish_compensation(order, sent):
@@ -318,9 +324,9 @@ def finish_compensation(order, sent):
 def test_two_concurrent_cancels_of_one_order_start_one_compensation(product, sent, monkeypatch):
     order = confirmed_order(product)
     sent.clear()
-    slowed(monkeypatch, engine, "begin_compensation")  # the first holds the saga while the second arrives
+    holding = slowed(monkeypatch, engine, "begin_compensation")  # the first holds the saga while the second arrives
 
-    first, second = run_together(lambda: order_cancel(order=order), lambda: order_cancel(order=order))
+    first, second = run_together(lambda: order_cancel(order=order), lambda: order_cancel(order=order), holding=holding)
 
     assert not isinstance(first, Exception), first
     assert not isinstance(second, Exception), second
@@ -333,9 +339,11 @@ def test_two_concurrent_cancels_of_one_order_start_one_compensation(product, sen
 def test_a_cancel_racing_a_ship_that_won_is_refused_cleanly(product, sent, monkeypatch):
     order = confirmed_order(product)
     sent.clear()
-    slowed(monkeypatch, catalog_services, "order_stock_commit")  # the ship holds the order row a while
+    holding = slowed(monkeypatch, catalog_services, "order_stock_commit")  # the ship holds the order row a while
 
-    shipped, cancelled = run_together(lambda: order_ship(order=order), lambda: order_cancel(order=order))
+    shipped, cancelled = run_together(
+        lambda: order_ship(order=order), lambda: order_cancel(order=order), holding=holding
+    )
 
     assert not isinstance(shipped, Exception), shipped
     assert shipped.status == "shipped"
@@ -351,9 +359,11 @@ def test_a_cancel_racing_a_ship_that_won_is_refused_cleanly(product, sent, monke
 def test_a_ship_racing_a_cancel_that_won_is_refused_cleanly(product, sent, monkeypatch):
     order = confirmed_order(product)
     sent.clear()
-    slowed(monkeypatch, engine, "begin_compensation")  # the cancel holds saga and order a while
+    holding = slowed(monkeypatch, engine, "begin_compensation")  # the cancel holds saga and order a while
 
-    cancelled, shipped = run_together(lambda: order_cancel(order=order), lambda: order_ship(order=order))
+    cancelled, shipped = run_together(
+        lambda: order_cancel(order=order), lambda: order_ship(order=order), holding=holding
+    )
 
     assert not isinstance(cancelled, Exception), cancelled
     assert cancelled.status == "compensating"
@@ -368,12 +378,13 @@ def test_concurrent_cancel_and_ship_through_the_api_answer_202_or_409_never_500(
     order = confirmed_order(product)
     sent.clear()
     staff, customer = staff_api(), client_for(order.customer)
-    slowed(monkeypatch, catalog_services, "order_stock_commit")
+    holding = slowed(monkeypatch, catalog_services, "order_stock_commit")
 
     ship, cancel, cancel_again = run_together(
         lambda: staff.post(f"/api/v1/orders/{order.public_id}/ship/"),
         lambda: customer.post(f"/api/v1/orders/{order.public_id}/cancel/"),
         lambda: customer.post(f"/api/v1/orders/{order.public_id}/cancel/"),
+        holding=holding,
     )
 
     assert [r.status_code for r in (ship, cancel, cancel_again)] == [200, 409, 409]
@@ -387,10 +398,12 @@ def test_concurrent_cancel_and_ship_through_the_api_answer_202_or_409_never_500(
 def test_an_operators_compensate_racing_a_ship_that_won_is_refused_with_a_reason(product, sent, monkeypatch):
     order = confirmed_order(product)
     sent.clear()
-    slowed(monkeypatch, catalog_services, "order_stock_commit")
+    holding = slowed(monkeypatch, catalog_services, "order_stock_commit")
 
     shipped, compensated = run_together(
-        lambda: order_ship(order=order), lambda: saga_compensate(order.saga.pk, reason="Cancelled by our staff.")
+        lambda: order_ship(order=order),
+        lambda: saga_compensate(order.saga.pk, reason="Cancelled by our staff."),
+        holding=holding,
     )
 
     assert shipped.status == "shipped"
