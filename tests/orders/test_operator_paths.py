@@ -422,3 +422,20 @@ def test_shipping_an_order_without_a_booked_shipment_is_refused_with_409(product
     assert response.status_code == 409
     assert response.json()["error"]["message"] == "The order has no booked shipment: it cannot be shipped."
     assert Reservation.objects.get(order=order).status == "active"
+
+
+def test_the_order_page_says_why_it_will_not_ship_an_order_without_stock(product, client, django_user_model):
+    order = confirmed_order(product)
+    reservation_release(reservation=order.reservation)
+    client.force_login(django_user_model.objects.create_superuser("root", "root@example.com", "pw"))
+
+    response = client.post(reverse("admin:orders_order_act", args=[order.pk, "ship"]), follow=True)
+
+    assert response.status_code == 200
+    assert [str(m) for m in get_messages(response.wsgi_request)] == [
+        f"Order {order.public_id}: No stock is held for this order (its reservation is released): shipping it "
+        "would sell the same units twice. Cancel the order instead."
+    ]
+    order.refresh_from_db()
+    assert order.status == "confirmed"
+    assert_invariants()
