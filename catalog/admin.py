@@ -6,7 +6,7 @@ from django.utils import timezone
 from orders.admin_links import OrderLinkMixin
 
 from .models import Product, Reservation, ReservationLine, StockLevel
-from .services import reservation_release
+from .services import HoldStillNeeded, reservation_release_by_staff
 
 
 class StockLevelInline(admin.StackedInline):
@@ -91,11 +91,17 @@ class ReservationAdmin(OrderLinkMixin, admin.ModelAdmin):
     inlines = [ReservationLineInline]
     actions = ["release"]
 
-    @admin.action(description="Release the held stock", permissions=["release"])
+    @admin.action(description="Release the held stock (orders resolved by hand only)", permissions=["release"])
     def release(self, request, queryset):
+        """Only a cancelled order's leftover hold; a live order's is refused (cancel the order instead)."""
         released = 0
         for reservation in queryset:
-            if reservation_release(reservation=reservation):
+            try:
+                done = reservation_release_by_staff(reservation=reservation)
+            except HoldStillNeeded as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                continue
+            if done:
                 released += 1
             else:
                 self.message_user(

@@ -21,6 +21,14 @@ from config import sql
 from .models import Product, Reservation, ReservationLine, ReservationStatus, StockLevel
 
 
+class NoStockHeld(Exception):
+    """The order holds no stock: its reservation ended (released, expired, committed) or no longer exists."""
+
+
+class HoldStillNeeded(Exception):
+    """Staff asked to release a hold that a live order still needs; the message says what to do instead."""
+
+
 class OutOfStock(Exception):
     def __init__(self, skus):
         self.skus = sorted(skus)
@@ -170,6 +178,30 @@ def reservation_release(*, reservation) -> bool:
 
 
 @transaction.atomic
+def reservation_release_by_staff(*, reservation) -> bool:
+    """Staff release a hold by hand: only one that no live order needs. False if it is not active.
+
+    The order row is locked first (then the reservation, as shipping does), so the
+    order cannot move while we decide. Any order that is not cancelled may still ship,
+    resume or be compensated, and needs its stock: releasing it behind its saga's back
+    would ship units that are not held (selling them twice). Such a release raises
+    ``HoldStillNeeded``: cancel the order instead, and its saga releases the stock.
+    What is left to release by hand is the hold of an order an operator resolved
+    (cancelled) without the saga giving its stock back.
+    """
+    from orders.models import Order, OrderStatus
+
+    order = Order.objects.select_for_update().get(pk=reservation.order_id)
+    if order.status != OrderStatus.CANCELLED:
+        raise HoldStillNeeded(
+            f"Reservation {reservation.pk} was not released: order {order.public_id} is "
+            f"{order.get_status_display().lower()} and still needs its stock. Cancel the order instead "
+            "(its saga releases the stock and refunds the customer)."
+        )
+    return reservation_release(reservation=reservation)
+
+
+@transaction.atomic
 def reservation_expire(*, reservation) -> bool:
     """Give the held units back because the hold ran out (see ``Reservation.expire``)."""
     reservation, quantities = _lock_active(reservation.pk)
@@ -195,6 +227,43 @@ def reservation_commit(*, reservation) -> bool:
     reservation.commit()
     reservation.save(update_fields=["status", "updated_at"])
     return True
+
+
+@transaction.atomic
+def reservation_renew(*, order, paid=False) -> Reservation:
+    """Hold the stock of ``order`` again after its hold ended: all or nothing, by ``stock_reserve``'s rule.
+
+    For a saga that resumes after waiting for an operator: its hold may have
+    expired, been released or deleted meanwhile. An active (or committed)
+    reservation is returned as it is; an ended one is replaced by a new one.
+    Raises ``OutOfStock`` and changes nothing when the stock is gone. ``paid``:
+    the new hold does not expire (see ``reservation_hold``).
+    """
+    current = Reservation.objects.select_for_update().filter(order=order).first()
+    if current is not None and current.status in (ReservationStatus.ACTIVE, ReservationStatus.COMMITTED):
+        return current
+    if current is not None:
+        current.delete()  # its transitions stay in the audit trail; the order has one reservation
+    reservation = stock_reserve(order=order)
+    if paid:
+        reservation_hold(order=order)
+        reservation.expires_at = None
+    return reservation
+
+
+@transaction.atomic
+def order_stock_commit(*, order) -> Reservation:
+    """The goods of ``order`` left the warehouse: commit its active reservation (lock the order first).
+
+    Raises ``NoStockHeld`` (and changes nothing) when the order holds no stock: shipping
+    it would take units that are free for other orders, selling them twice.
+    """
+    reservation = Reservation.objects.select_for_update().filter(order=order).first()
+    if reservation is None:
+        raise NoStockHeld("its reservation no longer exists")
+    if not reservation_commit(reservation=reservation):
+        raise NoStockHeld(f"its reservation is {reservation.status}")
+    return reservation
 
 
 def reservation_hold(*, order) -> None:

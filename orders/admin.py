@@ -22,7 +22,7 @@ from .admin_links import order_admin_link
 from .models import FailedSaga, Order, OrderLine, OrderStatus, SagaRun, SagaStatus, SagaStep
 from .saga.recovery import SagaActionError, saga_compensate, saga_resolve, saga_retry
 from .selectors import order_actions
-from .services import OrderNotCancellable, order_cancel, order_deliver, order_ship
+from .services import OrderActionRefused, order_cancel, order_deliver, order_ship
 
 
 class OrderLineInline(admin.TabularInline):
@@ -218,7 +218,7 @@ class OrderAdmin(admin.ModelAdmin):
         note = request.POST.get("note", "").strip()
         try:
             outcome = perform(order, action, note)
-        except (SagaActionError, OrderNotCancellable, TransitionNotAllowed) as exc:
+        except (SagaActionError, OrderActionRefused, TransitionNotAllowed) as exc:
             self.message_user(request, f"Order {order.public_id}: {exc}", messages.ERROR)
         else:
             self.message_user(request, f"Order {order.public_id}: {outcome}", messages.SUCCESS)

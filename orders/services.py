@@ -5,17 +5,34 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django_fsm import TransitionNotAllowed
 
 from catalog.models import Product
 from config.observability import get_request_id
 
 from .countries import ISO_3166_ALPHA2
 from .models import CANCELLABLE, Order, OrderLine, OrderStatus
+from .saga import engine
 from .saga.engine import saga_create
-from .saga.recovery import saga_compensate
+from .saga.recovery import SagaActionError, saga_compensate
 
 
-class OrderNotCancellable(Exception):
+class OrderActionRefused(TransitionNotAllowed):
+    """A staff or customer action that the order's state does not allow; the message says why (HTTP 409).
+
+    A ``TransitionNotAllowed``, so code that catches django-fsm's refusal keeps working.
+    """
+
+
+class OrderNotCancellable(OrderActionRefused):
+    pass
+
+
+class OrderNotShippable(OrderActionRefused):
+    pass
+
+
+class OrderNotDeliverable(OrderActionRefused):
     pass
 
 
@@ -127,20 +144,29 @@ def order_cancel(*, order, reason="Cancelled at your request.") -> Order:
     """Cancel an order that has not shipped: its saga's compensations undo everything.
 
     Idempotent for an order already cancelling or cancelled. Raises
-    ``OrderNotCancellable`` once the goods have left.
+    ``OrderNotCancellable`` once the goods have left. Saga and order rows are
+    locked together first (the saga engine's order: saga, then order) and the
+    state is checked under the lock, so of two concurrent cancels one starts the
+    compensation and the other finds it started, and a cancel racing a ship
+    either wins or is refused: never both, never a crash.
     """
-    order.refresh_from_db()
-    if order.status in (OrderStatus.COMPENSATING, OrderStatus.CANCELLED):
-        return order
-    if order.status == OrderStatus.NEEDS_ATTENTION:
-        raise OrderNotCancellable(
-            "Our staff are looking into this order; it cannot be cancelled online right now. Please contact us."
-        )
-    if order.status not in CANCELLABLE:
-        raise OrderNotCancellable(
-            f"The order is {order.get_status_display().lower()}; it can be cancelled only until it ships."
-        )
-    saga_compensate(order.saga.pk, reason=reason)
+    with transaction.atomic():
+        saga = engine._lock(order.saga.pk, with_order=True)
+        order = saga.order
+        if order.status in (OrderStatus.COMPENSATING, OrderStatus.CANCELLED):
+            return order
+        if order.status == OrderStatus.NEEDS_ATTENTION:
+            raise OrderNotCancellable(
+                "Our staff are looking into this order; it cannot be cancelled online right now. Please contact us."
+            )
+        if order.status not in CANCELLABLE:
+            raise OrderNotCancellable(
+                f"The order is {order.get_status_display().lower()}; it can be cancelled only until it ships."
+            )
+        try:
+            saga_compensate(saga.pk, reason=reason)
+        except SagaActionError as exc:  # the saga disagrees with its order: refuse, change nothing
+            raise OrderNotCancellable(str(exc)) from exc
     order.refresh_from_db()
     return order
 
@@ -151,28 +177,52 @@ def _lock(order) -> Order:
 
 @transaction.atomic
 def order_ship(*, order) -> Order:
-    """Staff: the parcel left the warehouse. Commits the stock; the order becomes ``shipped``."""
-    from catalog.services import reservation_commit
+    """Staff: the parcel left the warehouse. Commits the stock; the order becomes ``shipped``.
+
+    Locks the order, then its reservation. Raises ``OrderNotShippable`` (and changes
+    nothing) unless the order is confirmed, still holds its stock and has a booked
+    shipment: shipping without committing stock would sell the units twice.
+    """
+    from catalog.services import NoStockHeld, order_stock_commit
     from shipping.models import ShipmentStatus
     from shipping.services import shipment_mark_dispatched
 
     order = _lock(order)
-    order.ship()  # raises TransitionNotAllowed unless confirmed
-    shipment = order.shipments.get(status=ShipmentStatus.CREATED)
+    if order.status != OrderStatus.CONFIRMED:
+        raise OrderNotShippable(
+            f"The order is {order.get_status_display().lower()}: only a confirmed order can be shipped."
+        )
+    shipment = order.shipments.filter(status=ShipmentStatus.CREATED).first()
+    if shipment is None:
+        raise OrderNotShippable("The order has no booked shipment: it cannot be shipped.")
+    order.ship()
     shipment_mark_dispatched(shipment=shipment)
-    reservation_commit(reservation=order.reservation)
+    try:
+        order_stock_commit(order=order)
+    except NoStockHeld as exc:  # leaving this atomic block rolls back the ship and the dispatch (and their audit)
+        raise OrderNotShippable(
+            f"No stock is held for this order ({exc}): shipping it would sell the same units twice. "
+            "Cancel the order instead."
+        ) from exc
     order.save(update_fields=["status", "updated_at"])
     return order
 
 
 @transaction.atomic
 def order_deliver(*, order) -> Order:
-    """Staff: the carrier delivered the parcel."""
+    """Staff: the carrier delivered the parcel. Raises ``OrderNotDeliverable`` unless it was shipped."""
     from shipping.models import ShipmentStatus
     from shipping.services import shipment_mark_delivered
 
     order = _lock(order)
+    if order.status != OrderStatus.SHIPPED:
+        raise OrderNotDeliverable(
+            f"The order is {order.get_status_display().lower()}: only a shipped order can be delivered."
+        )
+    shipment = order.shipments.filter(status=ShipmentStatus.DISPATCHED).first()
+    if shipment is None:
+        raise OrderNotDeliverable("The order has no dispatched shipment: it cannot be delivered.")
     order.deliver()
-    shipment_mark_delivered(shipment=order.shipments.get(status=ShipmentStatus.DISPATCHED))
+    shipment_mark_delivered(shipment=shipment)
     order.save(update_fields=["status", "updated_at"])
     return order

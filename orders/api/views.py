@@ -21,7 +21,7 @@ from orders.analytics import order_analytics
 from orders.models import Order
 from orders.saga.recovery import SagaActionError, saga_retry
 from orders.selectors import order_detail_queryset, order_list, saga_list
-from orders.services import OrderNotCancellable, order_cancel, order_deliver, order_place, order_ship
+from orders.services import OrderActionRefused, order_cancel, order_deliver, order_place, order_ship
 
 from .serializers import (
     ActionResultSerializer,
@@ -181,7 +181,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         order = self.get_object()
         try:
             order = order_cancel(order=order)
-        except OrderNotCancellable as exc:
+        except OrderActionRefused as exc:
             raise Conflict(str(exc)) from exc
         return self._detail(order, status.HTTP_202_ACCEPTED)
 
@@ -189,6 +189,8 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         order = get_object_or_404(Order, public_id=self.kwargs["id"])
         try:
             order = service(order=order)
+        except OrderActionRefused as exc:
+            raise Conflict(str(exc)) from exc
         except (TransitionNotAllowed, Order.DoesNotExist) as exc:
             raise Conflict(f"Order is {order.status}: it cannot be {verb} now.") from exc
         return self._detail(order, status.HTTP_200_OK)

@@ -81,6 +81,11 @@ def saga_retry(saga_id) -> str:
     A saga that failed while compensating retries its compensations; one that
     failed going forward (a step kept crashing) resumes from that step with a
     fresh deadline. Either way the order leaves ``needs_attention``.
+
+    A saga that goes forward again first holds its order's stock again if that
+    hold ended while it waited (expired, released or deleted): the order never
+    reaches paid or confirmed without stock. When the stock is gone meanwhile the
+    saga is compensated instead (the order ends ``cancelled``).
     """
     with transaction.atomic():
         saga = engine._lock(saga_id)
@@ -102,6 +107,14 @@ def saga_retry(saga_id) -> str:
             order.save(update_fields=["status", "cancel_reason", "updated_at"])
             names = engine.pending_compensations(saga)
         else:
+            if not _hold_stock_again(saga, order):
+                engine.begin_compensation(
+                    saga,
+                    reason="Sorry, the items of your order are no longer in stock.",
+                    error="retried by an operator, but the stock its hold had given back is gone",
+                )
+                log.warning("saga retried by operator saga=%s: stock gone, compensating", saga.pk)
+                return "compensating: the stock is no longer available"
             step = saga.steps.filter(kind=StepKind.FORWARD).exclude(status=StepStatus.SUCCEEDED).first()
             step.status, step.deliveries, step.attempts, step.task_id = StepStatus.PENDING, 0, 0, ""
             step.save(update_fields=["status", "deliveries", "attempts", "task_id"])
@@ -114,6 +127,20 @@ def saga_retry(saga_id) -> str:
         engine.dispatch_on_commit(saga.pk, names)
     log.warning("saga retried by operator saga=%s from=%s", saga.pk, names[0])
     return f"retrying from {names[0]}"
+
+
+def _hold_stock_again(saga, order) -> bool:
+    """Before a failed saga goes forward again: hold the stock it had reserved. False if the stock is gone."""
+    from catalog.services import OutOfStock, reservation_renew
+
+    state = resume_state(saga)
+    if state == OrderStatus.PENDING:
+        return True  # it never reserved: its reserve step runs again
+    try:
+        reservation_renew(order=order, paid=state != OrderStatus.RESERVED)
+    except OutOfStock:
+        return False
+    return True
 
 
 def resume_state(saga):
@@ -131,9 +158,13 @@ def resume_state(saga):
 
 
 def saga_compensate(saga_id, *, reason) -> str:
-    """Operator: give up on a saga and undo what it did (order ends ``cancelled``)."""
+    """Operator: give up on a saga and undo what it did (order ends ``cancelled``).
+
+    Saga and order are locked together, so the order's state is checked as it is
+    now: a ship that committed first makes this a clear refusal, not a crash.
+    """
     with transaction.atomic():
-        saga = engine._lock(saga_id)
+        saga = engine._lock(saga_id, with_order=True)
         if saga is None:
             raise SagaActionError(f"No saga {saga_id}.")
         if saga.status == SagaStatus.COMPENSATING:
@@ -183,10 +214,12 @@ def expire_reservations(*, now=None, limit=500) -> dict:
     """The beat job: unpaid holds past ``expires_at`` end.
 
     A saga still working on the order is compensated (its release_inventory
-    gives the stock back); otherwise the reservation simply expires.
+    gives the stock back); otherwise the reservation simply expires. The saga row
+    is locked while deciding, so an operator's retry or compensation of the same
+    saga goes first or after, never in between. A failed saga's hold expires too:
+    retrying that saga holds the stock again (``saga_retry``).
     """
     from catalog.models import Reservation, ReservationStatus
-    from catalog.services import reservation_expire
 
     now = now or timezone.now()
     counts = {"compensating": 0, "expired": 0, "skipped": 0}
@@ -194,17 +227,22 @@ def expire_reservations(*, now=None, limit=500) -> dict:
         "order__saga"
     )
     for reservation in overdue.order_by("expires_at")[:limit]:
-        saga = getattr(reservation.order, "saga", None)
+        counts[_expire_one(reservation)] += 1
+    return counts
+
+
+def _expire_one(reservation) -> str:
+    from catalog.services import reservation_expire
+
+    saga = getattr(reservation.order, "saga", None)
+    with transaction.atomic():
+        saga = engine._lock(saga.pk) if saga is not None else None
         if saga is not None and saga.status in (SagaStatus.PENDING, SagaStatus.RUNNING):
             try:
                 saga_compensate(saga.pk, reason="We could not complete your order in time.")
-                counts["compensating"] += 1
             except SagaActionError:
-                counts["skipped"] += 1
-        elif saga is not None and saga.status == SagaStatus.COMPENSATING:
-            counts["skipped"] += 1  # its release_inventory is on the way
-        elif reservation_expire(reservation=reservation):
-            counts["expired"] += 1
-        else:
-            counts["skipped"] += 1
-    return counts
+                return "skipped"
+            return "compensating"
+        if saga is not None and saga.status == SagaStatus.COMPENSATING:
+            return "skipped"  # its release_inventory is on the way
+        return "expired" if reservation_expire(reservation=reservation) else "skipped"

@@ -12,7 +12,7 @@ from catalog.models import Reservation
 from catalog.services import reservation_release, stock_reserve
 from notifications.models import Notification
 from notifications.services import notification_queue
-from orders.models import SagaRun, SagaStep
+from orders.models import Order, SagaRun, SagaStep
 from orders.saga import engine
 from tests.factories import place_order
 
@@ -26,13 +26,17 @@ def no_broker(monkeypatch):
     monkeypatch.setattr(engine, "dispatch", lambda saga_id, names: None)
 
 
-def old_finished_order():
+def old_finished_order(order_status="cancelled", saga_status="compensated"):
+    """An order whose saga finished long ago, with a released hold and a sent notification of its own."""
     order = place_order()
-    SagaRun.objects.filter(order=order).update(status="completed", finished_at=LONG_AGO)
+    SagaRun.objects.filter(order=order).update(status=saga_status, finished_at=LONG_AGO)
+    Order.objects.filter(pk=order.pk).update(status=order_status, updated_at=LONG_AGO)
     reservation = stock_reserve(order=order)
     reservation_release(reservation=reservation)
     Reservation.objects.filter(pk=reservation.pk).update(updated_at=LONG_AGO)
-    notification = notification_queue(template="t", recipient="a@b.c", context={}, idempotency_key=str(order.pk))
+    notification = notification_queue(
+        template="t", recipient="a@b.c", context={}, idempotency_key=str(order.pk), order=order
+    )
     Notification.objects.filter(pk=notification.pk).update(status="sent", sent_at=LONG_AGO)
     audit_record(obj=order, event="old")
     return order
@@ -97,3 +101,43 @@ def test_the_nightly_beat_job_runs_the_cleanup(settings):
     old_finished_order()
     settings.CLEANUP_OLDER_THAN_DAYS = 90
     assert nightly_cleanup() == {"saga steps": 4, "sent notifications": 1, "ended reservations": 1}
+
+
+@pytest.mark.parametrize(
+    ("order_status", "saga_status"),
+    [("delivered", "completed"), ("cancelled", "compensated"), ("cancelled", "resolved")],
+)
+def test_cleanup_deletes_what_a_settled_order_left_behind(order_status, saga_status):
+    old_finished_order(order_status, saga_status)
+    assert run("--older-than", "90d").splitlines() == [
+        "deleted 4 saga steps",
+        "deleted 1 sent notifications",
+        "deleted 1 ended reservations",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("order_status", "saga_status"),
+    [
+        ("confirmed", "completed"),  # the customer may still cancel: the compensations need the steps
+        ("shipped", "completed"),  # not delivered yet
+        ("needs_attention", "failed"),  # an operator may retry it: its hold must be found again
+        ("compensating", "compensating"),
+    ],
+)
+def test_cleanup_keeps_everything_of_an_order_that_can_still_change(order_status, saga_status):
+    order = old_finished_order(order_status, saga_status)
+    assert run("--older-than", "0h").splitlines() == [
+        "deleted 0 saga steps",
+        "deleted 0 sent notifications",
+        "deleted 0 ended reservations",
+    ]
+    assert SagaStep.objects.filter(saga__order=order).count() == 4
+    assert Reservation.objects.filter(order=order).exists()
+    assert Notification.objects.filter(order=order).exists()
+
+
+def test_cleanup_counts_age_from_the_orders_last_change():
+    order = old_finished_order("delivered", "completed")
+    Order.objects.filter(pk=order.pk).update(updated_at=timezone.now())  # delivered just now
+    assert "deleted 0 saga steps" in run("--older-than", "90d")

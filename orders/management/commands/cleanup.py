@@ -10,9 +10,9 @@ UNITS = {"h": "hours", "d": "days"}
 
 class Command(BaseCommand):
     help = (
-        "Delete, in batches, what finished work leaves behind and is older than --older-than: step rows of "
-        "finished sagas, sent notifications, expired and released reservations; audit events only with "
-        "--include-audit and never younger than AUDIT_RETENTION_DAYS."
+        "Delete, in batches, what settled orders (delivered or cancelled) left behind and is older than "
+        "--older-than: step rows of their sagas, sent notifications, expired and released reservations; audit "
+        "events only with --include-audit and never younger than AUDIT_RETENTION_DAYS."
     )
 
     def add_arguments(self, parser):
