@@ -233,6 +233,7 @@ class SagaViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     permission_classes = [StaffActionPermission]
     staff_permissions = {"list": "orders.view_sagarun", "retry": "orders.retry_saga"}
+    lookup_value_regex = "[0-9]+"  # "true" is no saga id: a 404, not a ValueError
     serializer_class = StaffSagaSerializer
     throttle_scope = "staff"
 
