@@ -12,7 +12,7 @@ from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
 from django.views import defaults
-from rest_framework import exceptions, parsers, status
+from rest_framework import exceptions, parsers, serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -85,21 +85,52 @@ def exception_handler(exc, context):
     return response
 
 
+def positive_query_int(request, name):
+    """A query parameter given at most once, as a whole number from 1; None if absent or empty."""
+    raw = [value for value in request.query_params.getlist(name) if value != ""]  # empty is the same as absent
+    if not raw:
+        return None
+    if len(raw) > 1:
+        raise exceptions.ValidationError({name: ["Give this parameter once."]})
+    if not raw[0].isascii() or not raw[0].isdigit() or int(raw[0]) < 1:
+        raise exceptions.ValidationError({name: ["A positive whole number is required."]})
+    return int(raw[0])
+
+
 class Pagination(PageNumberPagination):
     page_size = 20
     page_size_query_param = "page_size"
     max_page_size = 100  # a larger page_size is capped, not refused
 
     def get_page_number(self, request, paginator):
-        return request.query_params.get(self.page_query_param) or 1  # empty is the same as absent
+        return positive_query_int(request, self.page_query_param) or 1  # past the last page: 404
 
     def get_page_size(self, request):
-        raw = [value for value in request.query_params.getlist(self.page_size_query_param) if value != ""]
-        if not raw:
-            return self.page_size
-        if len(raw) > 1 or not raw[0].isdigit() or int(raw[0]) < 1:
-            raise exceptions.ValidationError({"page_size": ["A positive whole number is required."]})
-        return min(int(raw[0]), self.max_page_size)
+        size = positive_query_int(request, self.page_size_query_param)
+        return self.page_size if size is None else min(size, self.max_page_size)
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            parameter["schema"] = {"type": "integer", "minimum": 1}
+            if parameter["name"] == self.page_size_query_param:
+                parameter["description"] = (
+                    f"Results per page ({self.page_size} if absent; above {self.max_page_size}: {self.max_page_size})."
+                )
+            else:
+                parameter["description"] = "A page number; past the last page is a 404."
+        return parameters
+
+
+class QuerySerializer(serializers.Serializer):
+    """Query parameters, each given at most once: a repeated one is a 400, not silently the last."""
+
+    def to_internal_value(self, data):
+        if hasattr(data, "getlist"):
+            repeated = [name for name in self.fields if len(data.getlist(name)) > 1]
+            if repeated:
+                raise exceptions.ValidationError({name: ["Give this parameter once."] for name in repeated})
+        return super().to_internal_value(data)
 
 
 def nesting_exceeds(data, limit):

@@ -39,7 +39,7 @@ from .serializers import (
 
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
-    str,
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
     OpenApiParameter.HEADER,
     required=True,
     description="Unique per order attempt (1-255 printable characters). The same key and body again returns "
@@ -87,7 +87,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     foreign_object_permissions = {"cancel": "orders.cancel_order"}
     lookup_field = "public_id"
     lookup_url_kwarg = "id"
-    lookup_value_regex = "[0-9a-fA-F-]{36}"
+    lookup_value_regex = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
     def get_queryset(self):
         # A customer only ever sees their own orders: another's is a 404.
