@@ -70,3 +70,18 @@ def test_a_staff_action_on_an_id_that_is_not_a_uuid_is_a_404(staff_api):
         method = staff_api.get if action == "history" else staff_api.post
         response = method(f"/api/v1/orders/{'0' * 36}/{action}/")
         assert response.status_code == 404, (action, response.content)
+
+
+def test_text_that_is_only_whitespace_or_holds_a_nul_is_documented_as_refused(schema, api):
+    from .test_orders import body, post
+
+    ProductFactory(sku="MOUSE-01")
+    name = schema["components"]["schemas"]["AddressRequest"]["properties"]["name"]
+    assert "pattern" in name
+    import re
+
+    whitespace = "".join(chr(c) for c in range(0x3001) if chr(c).isspace())
+    assert re.search(name["pattern"], whitespace) is None and re.search(name["pattern"], " a ")
+    assert re.search(name["pattern"], "a\x00") is None
+    response = post(api, body(shipping_address={**body()["shipping_address"], "name": " \x1f "}))
+    assert response.status_code == 400 and "shipping_address.name" in response.json()["error"]["fields"]
