@@ -12,7 +12,7 @@ phase chains operations through the links schemathesis infers (an order's
 Bounded for CI (``FUZZ_MAX_EXAMPLES`` examples per operation and phase, 25 by
 default; ``FUZZ_STATEFUL_SCENARIOS`` scenarios, 40 by default). Run it longer::
 
-    FUZZ_MAX_EXAMPLES=500 FUZZ_STATEFUL_SCENARIOS=500 pytest tests/api/test_schema_fuzz.py --timeout 3600
+    FUZZ_MAX_EXAMPLES=500 FUZZ_STATEFUL_SCENARIOS=500 FUZZ_TIMEOUT=7200 FUZZ_SEED=7 pytest tests/api/test_schema_fuzz.py
 
 Only positive data is completed with what no schema can know (the test's own
 catalog: skus that exist, one line per sku, a fresh ``Idempotency-Key`` per
@@ -36,6 +36,8 @@ from tests.factories import ProductFactory, StaffFactory
 from .conftest import OPERATOR_PERMISSIONS, client_for
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "25"))
+# Per test; one operation's phases take about a minute on a loaded machine at the default size.
+pytestmark = pytest.mark.timeout(int(os.environ.get("FUZZ_TIMEOUT", "600")))
 STATEFUL_SCENARIOS = int(os.environ.get("FUZZ_STATEFUL_SCENARIOS", "40"))
 SKUS = [f"FUZZ-{n:02d}" for n in range(60)]  # more than an order's 50 lines
 
@@ -111,7 +113,6 @@ def test_every_operation_does_what_the_schema_says(case, operator_header):
     case.call_and_validate(headers=operator_header)
 
 
-@pytest.mark.timeout(600)
 def test_chained_operations_do_what_the_schema_says(operator_header):
     class Workflow(schema.as_state_machine()):
         def before_call(self, case):
