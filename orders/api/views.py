@@ -256,6 +256,7 @@ class SagaViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return super().list(request, *args, **kwargs)
 
     @extend_schema(
+        parameters=[OpenApiParameter("id", {"type": "integer", "minimum": 0}, OpenApiParameter.PATH)],
         request=None,
         responses={
             202: ActionResultSerializer,

@@ -85,3 +85,7 @@ def test_text_that_is_only_whitespace_or_holds_a_nul_is_documented_as_refused(sc
     assert re.search(name["pattern"], "a\x00") is None
     response = post(api, body(shipping_address={**body()["shipping_address"], "name": " \x1f "}))
     assert response.status_code == 400 and "shipping_address.name" in response.json()["error"]["fields"]
+
+
+def test_a_saga_id_is_documented_as_a_whole_number(schema):
+    assert parameters(schema, "/api/v1/sagas/{id}/retry/", "post")["id"]["schema"] == {"type": "integer", "minimum": 0}
