@@ -36,9 +36,9 @@ from tests.factories import ProductFactory, StaffFactory
 from .conftest import OPERATOR_PERMISSIONS, client_for
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "25"))
+STATEFUL_SCENARIOS = int(os.environ.get("FUZZ_STATEFUL_SCENARIOS", "40"))
 # Per test; one operation's phases take about a minute on a loaded machine at the default size.
 pytestmark = pytest.mark.timeout(int(os.environ.get("FUZZ_TIMEOUT", "600")))
-STATEFUL_SCENARIOS = int(os.environ.get("FUZZ_STATEFUL_SCENARIOS", "40"))
 SKUS = [f"FUZZ-{n:02d}" for n in range(60)]  # more than an order's 50 lines
 
 config = schemathesis.Config.from_dict(
