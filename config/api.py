@@ -10,10 +10,14 @@ Every error has one JSON shape::
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404
-from rest_framework import exceptions, status
+from django.http import Http404, JsonResponse
+from django.views import defaults
+from rest_framework import exceptions, parsers, serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.views import exception_handler as drf_exception_handler
+
+# Deeper than any body the API takes (an order is 3 levels), far below Python's recursion limit.
+MAX_JSON_DEPTH = 32
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -81,32 +85,127 @@ def exception_handler(exc, context):
     return response
 
 
+def positive_query_int(request, name):
+    """A query parameter given at most once, as a whole number from 1; None if absent or empty."""
+    raw = [value for value in request.query_params.getlist(name) if value != ""]  # empty is the same as absent
+    if not raw:
+        return None
+    if len(raw) > 1:
+        raise exceptions.ValidationError({name: ["Give this parameter once."]})
+    if not raw[0].isascii() or not raw[0].isdigit() or int(raw[0]) < 1:
+        raise exceptions.ValidationError({name: ["A positive whole number is required."]})
+    return int(raw[0])
+
+
 class Pagination(PageNumberPagination):
     page_size = 20
     page_size_query_param = "page_size"
     max_page_size = 100  # a larger page_size is capped, not refused
 
     def get_page_number(self, request, paginator):
-        return request.query_params.get(self.page_query_param) or 1  # empty is the same as absent
+        return positive_query_int(request, self.page_query_param) or 1  # past the last page: 404
 
     def get_page_size(self, request):
-        raw = [value for value in request.query_params.getlist(self.page_size_query_param) if value != ""]
-        if not raw:
-            return self.page_size
-        if len(raw) > 1 or not raw[0].isdigit() or int(raw[0]) < 1:
-            raise exceptions.ValidationError({"page_size": ["A positive whole number is required."]})
-        return min(int(raw[0]), self.max_page_size)
+        size = positive_query_int(request, self.page_size_query_param)
+        return self.page_size if size is None else min(size, self.max_page_size)
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            parameter["schema"] = {"type": "integer", "minimum": 1}
+            if parameter["name"] == self.page_size_query_param:
+                parameter["description"] = (
+                    f"Results per page ({self.page_size} if absent; above {self.max_page_size}: {self.max_page_size})."
+                )
+            else:
+                parameter["description"] = "A page number; past the last page is a 404."
+        return parameters
+
+
+class QuerySerializer(serializers.Serializer):
+    """Query parameters, each given at most once: a repeated one is a 400, not silently the last."""
+
+    def to_internal_value(self, data):
+        if hasattr(data, "getlist"):
+            repeated = [name for name in self.fields if len(data.getlist(name)) > 1]
+            if repeated:
+                raise exceptions.ValidationError({name: ["Give this parameter once."] for name in repeated})
+        return super().to_internal_value(data)
+
+
+def nesting_exceeds(data, limit):
+    """Whether ``data`` (parsed JSON) nests lists and objects deeper than ``limit``; no recursion."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser, refusing bodies nested deeper than ``MAX_JSON_DEPTH`` with a 400.
+
+    ``json`` raises ``RecursionError`` (not a ``ValueError``) on ``[[[[…`` a thousand deep,
+    which DRF's parser lets through as a 500; anything nested deeper than an API body is
+    refused before a serializer, a fingerprint or a log line walks it.
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        message = f"JSON parse error - nested deeper than {MAX_JSON_DEPTH} levels."
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError(message) from None
+        if nesting_exceeds(data, MAX_JSON_DEPTH):
+            raise exceptions.ParseError(message)
+        return data
+
+
+# --- Django's error views (handler400/403/404/500): JSON under /api/, HTML elsewhere -------
+def _is_api(request):
+    return request.path_info.startswith("/api/")
+
+
+def _error_response(status_code, code, message):
+    return JsonResponse({"error": {"status": status_code, "code": code, "message": message}}, status=status_code)
+
+
+def bad_request(request, exception=None):
+    """A request Django itself refuses (a bad Host header, a malformed body) before any view."""
+    if _is_api(request):
+        return _error_response(400, "bad_request", "The request is malformed.")
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request, exception=None):
+    if _is_api(request):
+        return _error_response(403, "permission_denied", "You do not have permission to perform this action.")
+    return defaults.permission_denied(request, exception)
 
 
 def not_found(request, exception=None):
     """404 for URLs that match no route: JSON in the API's error shape under /api/, HTML elsewhere."""
-    from django.http import JsonResponse
-    from django.views.defaults import page_not_found
+    if _is_api(request):
+        return _error_response(404, "not_found", "No such resource.")
+    return defaults.page_not_found(request, exception)
 
-    if request.path.startswith("/api/"):
-        body = {"status": 404, "code": "not_found", "message": "No such resource."}
-        return JsonResponse({"error": body}, status=404)
-    return page_not_found(request, exception)
+
+def server_error(request):
+    """An unexpected exception (the API's exception handler answers None for it).
+
+    Django logs it first (``django.request``, with the traceback) and sends
+    ``got_request_exception``, so the test client re-raises it: it fails loudly in
+    tests. With ``DEBUG`` on, Django shows its debug page instead; with
+    ``DEBUG_PROPAGATE_EXCEPTIONS`` the exception reaches the WSGI server.
+    """
+    if _is_api(request):
+        return _error_response(500, "server_error", "Something went wrong on our side; it has been logged.")
+    return defaults.server_error(request)
 
 
 def allow_empty_query_values(result, generator, request, public):

@@ -26,4 +26,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]
 
+handler400 = "config.api.bad_request"
+handler403 = "config.api.permission_denied"
 handler404 = "config.api.not_found"
+handler500 = "config.api.server_error"

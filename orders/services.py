@@ -65,6 +65,25 @@ def _validate_lines(lines):
     return clean
 
 
+def _largest(model, field_name) -> Decimal:
+    """The largest amount a ``numeric(p, s)`` column holds, e.g. 9999999999.99 for (12, 2)."""
+    field = model._meta.get_field(field_name)
+    return Decimal(10) ** (field.max_digits - field.decimal_places) - Decimal(1).scaleb(-field.decimal_places)
+
+
+def _validate_amounts(order_lines):
+    """Refuse a line total or an order total that its column could not store (a 400, not a DataError)."""
+    line_max, total_max = _largest(OrderLine, "line_total"), _largest(Order, "total")
+    errors = {}
+    for index, line in enumerate(order_lines):
+        if line.line_total > line_max:
+            errors[f"lines[{index}].quantity"] = [f"The line total would exceed {line_max}; order fewer."]
+    if not errors and sum(line.line_total for line in order_lines) > total_max:
+        errors["lines"] = [f"The order total would exceed {total_max}; split it into several orders."]
+    if errors:
+        raise ValidationError(errors)
+
+
 def _validate_address(address):
     address = address or {}
     errors = {}
@@ -123,6 +142,7 @@ def order_place(
                 line_total=(product.price * quantity).quantize(CENT),
             )
         )
+    _validate_amounts(order_lines)
     order = Order.objects.create(
         customer=customer,
         currency=currencies.pop(),

@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from catalog.models import Product
+from config.api import QuerySerializer
 
 
 class ProductSerializer(serializers.ModelSerializer):
@@ -16,7 +17,7 @@ class ProductSerializer(serializers.ModelSerializer):
         return product.available > 0
 
 
-class ProductQuerySerializer(serializers.Serializer):
+class ProductQuerySerializer(QuerySerializer):
     ORDERINGS = ["sku", "-sku", "name", "-name", "price", "-price"]
 
     search = serializers.CharField(

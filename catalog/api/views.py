@@ -14,7 +14,7 @@ class ProductViewSet(viewsets.ReadOnlyModelViewSet):
 
     serializer_class = ProductSerializer
     lookup_field = "sku"
-    lookup_value_regex = "[^/]+"
+    lookup_value_regex = r"[^/\x00]+"  # PostgreSQL text holds no NUL: such a sku is a 404, not a DataError
     throttle_scope = "products"
 
     def get_queryset(self):

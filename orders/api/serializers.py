@@ -1,6 +1,8 @@
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from config.api import QuerySerializer
 from orders.countries import ISO_3166_ALPHA2
 from orders.models import Order, OrderLine, OrderStatus, SagaRun, SagaStatus, SagaStep, StepStatus
 from shipping.models import ShipmentStatus
@@ -9,6 +11,8 @@ from shipping.models import ShipmentStatus
 # --- input ------------------------------------------------------------------------
 class StrictSerializer(serializers.Serializer):
     """Refuses fields it does not know, so a client sending a price learns it is not honoured."""
+
+    refuses_unknown_fields = True  # the schema says additionalProperties: false (config.api.AutoSchema)
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
@@ -25,6 +29,17 @@ class OrderLineInputSerializer(StrictSerializer):
     quantity = serializers.IntegerField(min_value=1, max_value=settings.ORDER_MAX_QUANTITY)
 
 
+@extend_schema_field(
+    {
+        "type": "string",
+        "enum": sorted(ISO_3166_ALPHA2),
+        "description": "ISO 3166-1 alpha-2, e.g. DE (lower case is accepted and stored upper case).",
+    }
+)
+class CountryField(serializers.CharField):
+    pass
+
+
 class AddressSerializer(StrictSerializer):
     name = serializers.CharField(max_length=200)
     line1 = serializers.CharField(max_length=200)
@@ -32,7 +47,7 @@ class AddressSerializer(StrictSerializer):
     city = serializers.CharField(max_length=100)
     region = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
     postal_code = serializers.CharField(max_length=20)
-    country = serializers.CharField(min_length=2, max_length=2, help_text="ISO 3166-1 alpha-2, e.g. DE.")
+    country = CountryField(min_length=2, max_length=2)
 
     def validate_country(self, value):
         if value.upper() not in ISO_3166_ALPHA2:
@@ -144,7 +159,7 @@ class OrderSummarySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class OrderQuerySerializer(serializers.Serializer):
+class OrderQuerySerializer(QuerySerializer):
     status = serializers.ChoiceField(choices=OrderStatus.choices, required=False, allow_blank=True)
 
 
@@ -181,7 +196,7 @@ class StaffSagaSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class SagaQuerySerializer(serializers.Serializer):
+class SagaQuerySerializer(QuerySerializer):
     status = serializers.ChoiceField(choices=SagaStatus.choices, required=False, allow_blank=True)
 
 
@@ -201,7 +216,7 @@ class AuditEventSerializer(serializers.Serializer):
     payload = serializers.JSONField()
 
 
-class AnalyticsQuerySerializer(serializers.Serializer):
+class AnalyticsQuerySerializer(QuerySerializer):
     days = serializers.IntegerField(min_value=1, max_value=366, required=False, default=30)
     top = serializers.IntegerField(min_value=1, max_value=100, required=False, default=10)
 

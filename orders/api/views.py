@@ -10,7 +10,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.permissions import IsAdminUser, IsAuthenticated
+from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -23,6 +23,7 @@ from orders.saga.recovery import SagaActionError, saga_retry
 from orders.selectors import order_detail_queryset, order_list, saga_list
 from orders.services import OrderActionRefused, order_cancel, order_deliver, order_place, order_ship
 
+from .permissions import StaffActionPermission, can_see_every_order
 from .serializers import (
     ActionResultSerializer,
     AnalyticsQuerySerializer,
@@ -38,7 +39,7 @@ from .serializers import (
 
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
-    str,
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
     OpenApiParameter.HEADER,
     required=True,
     description="Unique per order attempt (1-255 printable characters). The same key and body again returns "
@@ -65,7 +66,7 @@ def staff_transition_schema(*, conflict):
         request=None,
         responses={
             200: OrderSerializer,
-            403: error("Staff only."),
+            403: error("Staff with the permission only."),
             404: error("No such order."),
             409: error(conflict),
             **COMMON_ERRORS,
@@ -75,15 +76,22 @@ def staff_transition_schema(*, conflict):
 
 @extend_schema(tags=["orders"])
 class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """The caller's own orders. Staff see every order."""
+    """The caller's own orders. Staff with ``orders.view_order`` see every order."""
 
+    permission_classes = [StaffActionPermission]
+    staff_permissions = {
+        "ship": "orders.ship_order",
+        "deliver": "orders.deliver_order",
+        "history": "orders.view_order",
+    }
+    foreign_object_permissions = {"cancel": "orders.cancel_order"}
     lookup_field = "public_id"
     lookup_url_kwarg = "id"
-    lookup_value_regex = "[0-9a-fA-F-]{36}"
+    lookup_value_regex = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
     def get_queryset(self):
         # A customer only ever sees their own orders: another's is a 404.
-        customer = None if self.request.user.is_staff else self.request.user
+        customer = None if can_see_every_order(self.request.user) else self.request.user
         if self.action == "list":
             query = OrderQuerySerializer(data=self.request.query_params)
             query.is_valid(raise_exception=True)
@@ -92,11 +100,6 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 
     def get_serializer_class(self):
         return OrderSummarySerializer if self.action == "list" else OrderSerializer
-
-    def get_permissions(self):
-        if self.action in ("ship", "deliver", "history"):
-            return [IsAdminUser()]
-        return [IsAuthenticated()]
 
     @property
     def throttle_scope(self):
@@ -171,6 +174,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         request=None,
         responses={
             202: OpenApiResponse(OrderSerializer, description="Cancelling: compensations run."),
+            403: error("Another customer's order: staff with orders.cancel_order only."),
             404: error("No such order of yours."),
             409: error("The order can no longer be cancelled."),
             **COMMON_ERRORS,
@@ -198,27 +202,30 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     @extend_schema(
         responses={
             200: AuditEventSerializer(many=True),
-            403: error("Staff only."),
+            403: error("Staff with orders.view_order only."),
             404: error("No such order."),
             **COMMON_ERRORS,
         },
     )
     @action(detail=True, methods=["get"], pagination_class=None)
     def history(self, request, id=None):
-        """Staff: the order's full audit trail, oldest first (order, stock, payment, shipment, saga)."""
+        """Staff with ``orders.view_order``: the order's whole audit trail, oldest first.
+
+        Order, stock, payment, shipment and saga events.
+        """
         order = get_object_or_404(Order, public_id=self.kwargs["id"])
         return Response(AuditEventSerializer(audit_trail(order_id=order.public_id), many=True).data)
 
     @staff_transition_schema(conflict="Not confirmed.")
     @action(detail=True, methods=["post"])
     def ship(self, request, id=None):
-        """Staff: the parcel left the warehouse (stock is committed)."""
+        """Staff with ``orders.ship_order``: the parcel left the warehouse (stock is committed)."""
         return self._staff_transition(order_ship, "shipped")
 
     @staff_transition_schema(conflict="Not shipped.")
     @action(detail=True, methods=["post"])
     def deliver(self, request, id=None):
-        """Staff: the carrier delivered the parcel."""
+        """Staff with ``orders.deliver_order``: the carrier delivered the parcel."""
         return self._staff_transition(order_deliver, "delivered")
 
 
@@ -226,7 +233,9 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 class SagaViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     """Staff: sagas by status, and retrying a failed or stuck one."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [StaffActionPermission]
+    staff_permissions = {"list": "orders.view_sagarun", "retry": "orders.retry_saga"}
+    lookup_value_regex = "[0-9]+"  # "true" is no saga id: a 404, not a ValueError
     serializer_class = StaffSagaSerializer
     throttle_scope = "staff"
 
@@ -241,7 +250,7 @@ class SagaViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             200: StaffSagaSerializer(many=True),
             400: error("Bad query parameter."),
             404: error("No such page."),
-            403: error("Staff only."),
+            403: error("Staff with orders.view_sagarun only."),
             **COMMON_ERRORS,
         },
     )
@@ -249,10 +258,11 @@ class SagaViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return super().list(request, *args, **kwargs)
 
     @extend_schema(
+        parameters=[OpenApiParameter("id", {"type": "integer", "minimum": 0}, OpenApiParameter.PATH)],
         request=None,
         responses={
             202: ActionResultSerializer,
-            403: error("Staff only."),
+            403: error("Staff with orders.retry_saga only."),
             404: error("No such saga."),
             409: error("Nothing to retry."),
             **COMMON_ERRORS,

@@ -1,4 +1,5 @@
 import pytest
+from django.contrib.auth.models import Permission
 from django.core.cache import cache
 from knox.models import AuthToken
 from rest_framework.test import APIClient
@@ -33,6 +34,14 @@ def api(customer):
     return client_for(customer)
 
 
+# What the staff endpoints ask for (the admin's own permissions).
+OPERATOR_PERMISSIONS = ["view_order", "ship_order", "deliver_order", "cancel_order", "view_sagarun", "retry_saga"]
+
+
 @pytest.fixture
 def staff_api(staff):
+    """An operator: staff holding every permission the staff endpoints ask for."""
+    staff.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="orders", codename__in=OPERATOR_PERMISSIONS)
+    )
     return client_for(staff)

@@ -41,6 +41,9 @@ def test_api_calls_are_recorded_with_the_customer_as_actor(customer, django_capt
 
 
 def test_staff_api_and_admin_actions_are_recorded_with_the_staff_user(staff, customer):
+    from django.contrib.auth.models import Permission
+
+    staff.user_permissions.add(*Permission.objects.filter(codename__in=["ship_order", "view_order"]))
     order = place_order(customer=customer, products=[ProductFactory(on_hand=5)])
     reservation = stock_reserve(order=order)
     from shipping.models import Shipment
