@@ -120,6 +120,26 @@ def notification_queue(*, template, recipient, context, idempotency_key, order=N
     return notification
 
 
+def notification_void(*, template, recipient, idempotency_key, reason, order=None) -> Notification:
+    """Make sure the message under ``idempotency_key`` is never sent from now on; returns it.
+
+    A queued one fails with ``reason``; a missing one is created failed (a later
+    ``notification_queue_and_send`` with the key finds it and sends nothing). One that was
+    sent stays sent: the caller sends what must follow it. The unique key orders this against
+    a send in progress: the INSERT waits for that transaction to end.
+    """
+    notification = Notification(
+        template=template, recipient=recipient, idempotency_key=idempotency_key, order=order, context={}
+    )
+    with transaction.atomic():
+        if not sql.insert(notification, ignore_conflicts=True):
+            notification = Notification.objects.select_for_update().get(idempotency_key=idempotency_key)
+        if notification.status == NotificationStatus.QUEUED:
+            notification.mark_failed(reason)
+            notification.save(update_fields=["status", "last_error", "updated_at"])
+    return notification
+
+
 def _render(notification):
     context = {**notification.context, "recipient": notification.recipient}
     base = f"notifications/{notification.template}"

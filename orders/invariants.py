@@ -11,10 +11,15 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from catalog.models import ReservationStatus, StockLevel
-from payments.models import CHARGED, FakeGatewayCharge, Payment, PaymentStatus
+from notifications.models import Notification, NotificationStatus
+from payments.gateways import get_gateway
+from payments.models import CHARGED, Payment, PaymentStatus
+from shipping.carriers import get_carrier
 from shipping.models import ShipmentStatus
 
 from .models import ACTIVE_SAGA_STATUSES, Order, OrderStatus, SagaRun, SagaStatus
+
+CONFIRMED_TEMPLATE, CANCELLED_TEMPLATE = "order_confirmed", "order_cancelled"
 
 
 def stock_matches_reservations():
@@ -76,20 +81,62 @@ def cancelled_orders_are_undone():
         f"order {o.public_id}: cancelled but a shipment is still booked"
         for o in cancelled.filter(shipments__status=ShipmentStatus.CREATED).distinct()
     ]
-    if settings.PAYMENT_GATEWAY == "payments.gateways.FakeGateway":
-        # The gateway's own books: every charge for a cancelled order was refunded.
-        for order in cancelled:
-            prefix = f"{order.public_id}:"
-            charges = FakeGatewayCharge.objects.filter(
-                idempotency_key__startswith=prefix, kind="charge", succeeded=True
-            )
-            for charge in charges:
-                refunded = FakeGatewayCharge.objects.filter(
-                    idempotency_key=f"{charge.idempotency_key}:refund", kind="refund", succeeded=True
-                ).exists()
-                if not refunded:
-                    violations.append(f"order {order.public_id}: gateway charge {charge.reference} never refunded")
     return violations
+
+
+def _cancelled_order_ids():
+    return {
+        str(public_id)
+        for public_id in Order.objects.filter(status=OrderStatus.CANCELLED).values_list("public_id", flat=True)
+    }
+
+
+def _order_of(idempotency_key):
+    """The order public id a saga's idempotency key starts with (``<order uuid>:<step>...``)."""
+    return idempotency_key.partition(":")[0]
+
+
+def cancelled_orders_are_settled_in_the_outside_world():
+    """The gateway's and the carrier's own books, not only our rows (for adapters that can list them):
+    every charge with a cancelled order's key prefix was refunded, every booking cancelled."""
+    gateway_books, carrier_books = get_gateway().books(), get_carrier().books()
+    if gateway_books is None and carrier_books is None:
+        return []
+    cancelled = _cancelled_order_ids()
+    violations = []
+    if gateway_books is not None:
+        refunded = {key for key, kind in gateway_books if kind == "refund"}
+        violations += [
+            f"order {_order_of(key)}: cancelled but the gateway charge {key} was never refunded"
+            for key, kind in sorted(gateway_books)
+            if kind == "charge" and _order_of(key) in cancelled and f"{key}:refund" not in refunded
+        ]
+    if carrier_books is not None:
+        violations += [
+            f"order {_order_of(key)}: cancelled but the carrier booking {key} is still live"
+            for key, booking_cancelled in sorted(carrier_books)
+            if not booking_cancelled and _order_of(key) in cancelled
+        ]
+    return violations
+
+
+def cancelled_orders_were_told_last():
+    """An order that ended cancelled had no confirmation sent unless a cancellation notice was sent
+    (or is queued) after it: the customer's last word about it is "cancelled"."""
+    rows = Notification.objects.filter(
+        order__status=OrderStatus.CANCELLED, template__in=[CONFIRMED_TEMPLATE, CANCELLED_TEMPLATE]
+    ).values_list("order__public_id", "template", "status", "sent_at")
+    confirmed, told = {}, {}
+    for order_id, template, status, sent_at in rows:
+        if template == CONFIRMED_TEMPLATE and status == NotificationStatus.SENT:
+            confirmed[order_id] = sent_at
+        elif template == CANCELLED_TEMPLATE and status in (NotificationStatus.QUEUED, NotificationStatus.SENT):
+            told[order_id] = sent_at  # None while queued: it goes out later
+    return [
+        f"order {order_id}: cancelled, but its confirmation was sent and no cancellation notice after it"
+        for order_id, sent_at in sorted(confirmed.items())
+        if order_id not in told or (told[order_id] is not None and told[order_id] < sent_at)
+    ]
 
 
 def sagas_are_terminal_or_on_time(now=None):
@@ -129,6 +176,8 @@ CHECKS = [
     shipped_orders_committed_their_stock,
     no_order_charged_twice,
     cancelled_orders_are_undone,
+    cancelled_orders_are_settled_in_the_outside_world,
+    cancelled_orders_were_told_last,
     sagas_are_terminal_or_on_time,
 ]
 

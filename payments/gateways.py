@@ -41,8 +41,20 @@ class PaymentGateway:
         """The successful charge made with this key, if any (to refund an uncertain one)."""
         raise NotImplementedError
 
+    def void(self, *, idempotency_key) -> ChargeResult | None:
+        """Close ``idempotency_key`` for charges: the charge that succeeded with it, if any (refund it
+        next); otherwise none ever will: a charge with this key still on its way, or sent later, is
+        declined (``charge_voided``). A compensation calls it before it looks for what to refund.
+        """
+        raise NotImplementedError
+
     def refund(self, *, idempotency_key, charge_reference, amount, currency) -> str:
         raise NotImplementedError
+
+    def books(self) -> list[tuple[str, str]] | None:
+        """``(idempotency key, "charge" | "refund")`` of every charge and refund that succeeded, for
+        ``check_invariants``; None when the gateway cannot list them (a real one)."""
+        return None
 
 
 def get_gateway() -> PaymentGateway:
@@ -59,6 +71,7 @@ class FakeGateway(PaymentGateway):
     - ``tok_flaky``: the first two charges with a key time out, the third succeeds.
     - ``tok_refund_fails``: charges succeed, refunds always time out.
     - any other token: success.
+    - a key voided before its charge succeeded is declined from then on (``charge_voided``).
 
     It plays an external system, so its state is committed on its own: it
     refuses to be called inside the caller's database transaction.
@@ -87,7 +100,7 @@ class FakeGateway(PaymentGateway):
                 f"INSERT INTO {table} (idempotency_key, kind, token, amount, currency, reference, succeeded, attempts, "
                 "created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, 1, %s) "
                 f"ON CONFLICT (idempotency_key) DO UPDATE SET attempts = {table}.attempts + 1 "
-                "RETURNING id, attempts, succeeded, reference, amount, currency, token",
+                "RETURNING id, attempts, succeeded, reference, amount, currency, token, kind",
                 [
                     idempotency_key,
                     kind,
@@ -99,7 +112,7 @@ class FakeGateway(PaymentGateway):
                     timezone.now(),
                 ],
             )
-            row_id, attempts, succeeded, ref, amount, currency, token = cursor.fetchone()
+            row_id, attempts, succeeded, ref, amount, currency, token, kind = cursor.fetchone()
         return FakeGatewayCharge(
             id=row_id,
             idempotency_key=idempotency_key,
@@ -113,11 +126,17 @@ class FakeGateway(PaymentGateway):
         )
 
     def _succeed(self, row, reference):
+        """Settle an attempt, unless a void came first (then ``PaymentDeclined``)."""
         from .models import FakeGatewayCharge
 
-        FakeGatewayCharge.objects.filter(pk=row.pk).update(succeeded=True, reference=reference)
+        if not FakeGatewayCharge.objects.filter(pk=row.pk, kind=row.kind).update(succeeded=True, reference=reference):
+            raise self._voided()
         row.succeeded, row.reference = True, reference
         return row
+
+    @staticmethod
+    def _voided():
+        return PaymentDeclined("charge_voided", "A void under this key came first: the charge was not made.")
 
     @staticmethod
     def _reference(prefix, key):
@@ -137,6 +156,8 @@ class FakeGateway(PaymentGateway):
             succeed_now=token not in self.FAILING_TOKENS,
             reference=reference,
         )
+        if row.kind == self.VOID:
+            raise self._voided()
         if row.succeeded:
             return ChargeResult(row.reference, Decimal(str(row.amount)), row.currency)
         if token == "tok_declined":
@@ -152,6 +173,32 @@ class FakeGateway(PaymentGateway):
 
         row = FakeGatewayCharge.objects.filter(idempotency_key=idempotency_key, kind="charge", succeeded=True).first()
         return ChargeResult(row.reference, row.amount, row.currency) if row else None
+
+    VOID = "void"  # the kind of a key closed before any charge with it succeeded
+
+    def void(self, *, idempotency_key):
+        """One statement closes the key: a new row of kind ``void``, or an unsettled charge attempt
+        turned into one (the row lock orders it against ``_succeed``); a settled charge stays."""
+        self._guard()
+        from django.utils import timezone
+
+        from .models import FakeGatewayCharge
+
+        table = FakeGatewayCharge._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (idempotency_key, kind, token, amount, currency, reference, succeeded, attempts, "
+                "created_at) VALUES (%s, %s, '', 0, '', '', false, 0, %s) "
+                f"ON CONFLICT (idempotency_key) DO UPDATE SET kind = EXCLUDED.kind "
+                f"WHERE {table}.kind = 'charge' AND NOT {table}.succeeded",
+                [idempotency_key, self.VOID, timezone.now()],
+            )
+        return self.find_charge(idempotency_key=idempotency_key)
+
+    def books(self):
+        from .models import FakeGatewayCharge
+
+        return list(FakeGatewayCharge.objects.filter(succeeded=True).values_list("idempotency_key", "kind"))
 
     def refund(self, *, idempotency_key, charge_reference, amount, currency):
         self._guard()

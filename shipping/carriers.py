@@ -20,6 +20,10 @@ class CarrierUnavailable(Exception):
     pass
 
 
+class BookingCancelled(Exception):
+    """The key was cancelled before a booking with it was made: the carrier refuses it (business failure)."""
+
+
 class Carrier:
     name = "carrier"
 
@@ -28,7 +32,14 @@ class Carrier:
         raise NotImplementedError
 
     def cancel(self, *, idempotency_key) -> None:
+        """Cancel the booking made with this key, and close the key: a booking with it still on its
+        way, or sent later, is refused (``BookingCancelled``). A no-op for a key already cancelled."""
         raise NotImplementedError
+
+    def books(self) -> list[tuple[str, bool]] | None:
+        """``(idempotency key, cancelled)`` of every booking made, for ``check_invariants``; None when
+        the carrier cannot list them (a real one)."""
+        return None
 
 
 def get_carrier() -> Carrier:
@@ -41,6 +52,7 @@ class FakeCarrier(Carrier):
     - postal code ``00000``: the address is rejected (business failure).
     - city ``Flakyville``: the first two bookings with a key fail (transient).
     - city ``Nowhere``: the carrier is always unavailable (transient).
+    - a key cancelled before its booking succeeded is refused from then on (``BookingCancelled``).
     """
 
     name = "fake"
@@ -51,7 +63,9 @@ class FakeCarrier(Carrier):
             raise RuntimeError("The carrier must not be called inside a database transaction.")
 
     def _attempt(self, idempotency_key, tracking_number):
-        """Insert the booking attempt, or count one more: one statement. Returns (attempts, tracking number)."""
+        """Insert the booking attempt, or count one more: one statement.
+
+        Returns (attempts, succeeded, tracking number, cancelled)."""
         from .models import FakeCarrierBooking
 
         table = FakeCarrierBooking._meta.db_table
@@ -60,7 +74,7 @@ class FakeCarrier(Carrier):
                 f"INSERT INTO {table} (idempotency_key, tracking_number, cancelled, succeeded, attempts, created_at) "
                 "VALUES (%s, %s, false, %s, 1, %s) "
                 f"ON CONFLICT (idempotency_key) DO UPDATE SET attempts = {table}.attempts + 1 "
-                "RETURNING attempts, succeeded, tracking_number",
+                "RETURNING attempts, succeeded, tracking_number, cancelled",
                 [idempotency_key, tracking_number or "", bool(tracking_number), timezone.now()],
             )
             return cursor.fetchone()
@@ -73,20 +87,39 @@ class FakeCarrier(Carrier):
         city = address.get("city", "")
         rejected = address.get("postal_code") == "00000"
         certain = not rejected and city not in ("Nowhere", "Flakyville")
-        attempts, succeeded, booked = self._attempt(idempotency_key, tracking_number if certain else "")
+        attempts, succeeded, booked, cancelled = self._attempt(idempotency_key, tracking_number if certain else "")
+        if cancelled:
+            raise self._cancelled()
         if succeeded:
             return booked
         if rejected:
             raise AddressRejected("The carrier does not deliver to this postal code.")
         if city == "Nowhere" or (city == "Flakyville" and attempts <= self.FLAKY_FAILURES):
             raise CarrierUnavailable("The carrier's booking service is unavailable.")
-        FakeCarrierBooking.objects.filter(idempotency_key=idempotency_key).update(
+        if not FakeCarrierBooking.objects.filter(idempotency_key=idempotency_key, cancelled=False).update(
             succeeded=True, tracking_number=tracking_number
-        )
+        ):
+            raise self._cancelled()  # a cancel came first (the row lock orders the two)
         return tracking_number
 
+    @staticmethod
+    def _cancelled():
+        return BookingCancelled("The booking under this key was cancelled before it was made.")
+
     def cancel(self, *, idempotency_key):
+        """One statement: mark the key's booking cancelled, or record the key as cancelled before any booking."""
         from .models import FakeCarrierBooking
 
         self._guard()
-        FakeCarrierBooking.objects.filter(idempotency_key=idempotency_key).update(cancelled=True)
+        table = FakeCarrierBooking._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (idempotency_key, tracking_number, cancelled, succeeded, attempts, created_at) "
+                "VALUES (%s, '', true, false, 0, %s) ON CONFLICT (idempotency_key) DO UPDATE SET cancelled = true",
+                [idempotency_key, timezone.now()],
+            )
+
+    def books(self):
+        from .models import FakeCarrierBooking
+
+        return list(FakeCarrierBooking.objects.filter(succeeded=True).values_list("idempotency_key", "cancelled"))

@@ -37,16 +37,26 @@ def shipment_create(*, order, idempotency_key) -> Shipment:
     return shipment_record(order=order, idempotency_key=idempotency_key, tracking_number=tracking_number)
 
 
-def shipment_cancel(*, order) -> Shipment | None:
-    """Cancel the order's live shipment, or ask for a return once it left.
+def shipment_cancel(*, order, idempotency_key=None) -> Shipment | None:
+    """Cancel the order's parcel at the carrier and in our rows, or ask for a return once it left.
 
-    Idempotent: a cancelled (or returning) shipment stays as it is.
+    Asks the carrier by key, not only our rows: ``idempotency_key`` is the key a booking was (or
+    may have been) made with, and it is cancelled even when we hold no shipment for it (a booking
+    whose answer was lost: a timeout after booking, a crash between booking and record), which
+    also makes the carrier refuse a booking with it still on its way. The live shipment's own key
+    is cancelled too. Idempotent: a cancelled (or returning) shipment stays as it is.
     """
     shipment = order.shipments.exclude(status=ShipmentStatus.CANCELLED).first()
-    if shipment is None:
-        return None
-    if shipment.status == ShipmentStatus.CREATED:
-        get_carrier().cancel(idempotency_key=shipment.idempotency_key)
+    if shipment is not None and shipment.status != ShipmentStatus.CREATED:
+        return _shipment_cancel_record(shipment)  # the parcel left: a return, not a cancelled booking
+    keys = {idempotency_key, shipment.idempotency_key if shipment else None} - {None}
+    carrier = get_carrier()
+    for key in sorted(keys):
+        carrier.cancel(idempotency_key=key)
+    return _shipment_cancel_record(shipment) if shipment else None
+
+
+def _shipment_cancel_record(shipment):
     with transaction.atomic():
         shipment = Shipment.objects.select_for_update().get(pk=shipment.pk)
         now = timezone.now()

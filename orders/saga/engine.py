@@ -15,7 +15,8 @@ A step task runs in three phases:
 A task never relies on Celery to know what to do next: it returns
 ``CONTINUE`` (the chain may send the next step), ``STOP`` (drop the rest of the
 chain) or ``Retry(countdown)``. Compensations are chained in reverse order of
-the steps that started, and enqueued by the step that failed, on commit.
+every step of the definition (see ``begin_compensation``), and enqueued by the
+step that failed, on commit.
 """
 
 import logging
@@ -615,11 +616,13 @@ def _begin_compensation_for_stop(saga, now):
 
 # --- compensation -----------------------------------------------------------------
 def begin_compensation(saga, *, reason, error=""):
-    """Stop going forward and undo, in reverse order, every step that started.
+    """Stop going forward and undo, in reverse order, every forward step of the definition.
 
-    Call with the saga row locked. A step "started" if it ran at least once,
-    even if it failed: a payment that timed out may still have charged, so its
-    refund runs too (and is a no-op when nothing was charged).
+    Call with the saga row locked. Every compensation runs, whatever the forward
+    steps' rows say: a row may be stale (a claim committed asynchronously and
+    lost in a database crash while its call went out; rows deleted by retention).
+    Each compensation is a no-op for a step that never ran, asks the outside
+    world by the step's key, and closes the key there (see ``steps``).
     """
     order = _lock_order(saga)
     saga.status = SagaStatus.COMPENSATING
@@ -629,20 +632,22 @@ def begin_compensation(saga, *, reason, error=""):
     if order.status != OrderStatus.COMPENSATING:
         order.start_compensation(reason)
         order.save(update_fields=["status", "cancel_reason", "updated_at"])
-    definition = definition_of(saga)
-    started = {
-        step.name
-        for step in saga.steps.filter(kind=StepKind.FORWARD)
-        if step.status != StepStatus.PENDING or step.attempts > 0
-    }
-    names = [step.compensation for step in reversed(definition.steps) if step.name in started]
+    names = [step.compensation for step in reversed(definition_of(saga).steps)]
     for position, name in enumerate(names):
         comp, created = SagaStep.objects.get_or_create(
             saga=saga, kind=StepKind.COMPENSATION, name=name, defaults={"position": position}
         )
-        if not created and comp.status == StepStatus.FAILED:
+        if created:
+            continue
+        changed = []
+        if comp.position != position:  # a row from when only the started steps were compensated
+            comp.position = position
+            changed.append("position")
+        if comp.status == StepStatus.FAILED:
             comp.status, comp.deliveries, comp.attempts, comp.error = StepStatus.PENDING, 0, 0, ""
-            comp.save(update_fields=["status", "deliveries", "attempts", "error"])
+            changed += ["status", "deliveries", "attempts", "error"]
+        if changed:
+            comp.save(update_fields=changed)
     saga.save(update_fields=["status", "failure_reason", "error", "finished_at", "updated_at"])
     remaining = pending_compensations(saga)
     if remaining:

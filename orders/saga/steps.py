@@ -3,6 +3,11 @@
 Each action calls another app's service with an idempotency key derived from
 the order and the step, and turns that app's errors into the saga's: a
 ``StepFailed`` for a business failure, anything else is retried.
+
+Every compensation runs whether or not its step ran (the step's row may be
+stale after a lost asynchronous commit), so each is safe when nothing
+happened, and each asks the outside world by the step's key and closes that
+key there: a call of the step still on its way is refused afterwards.
 """
 
 from decimal import Decimal
@@ -11,15 +16,17 @@ from django.db import transaction
 
 from catalog.models import Reservation
 from catalog.services import OutOfStock, reservation_hold, reservation_release, stock_reserve
+from notifications.models import NotificationStatus
 from notifications.services import (
     PermanentDeliveryError,
     notification_for_order,
     notification_queue_and_send,
+    notification_void,
     order_email_context,
 )
 from payments.gateways import PaymentDeclined, get_gateway
 from payments.services import payment_due, payment_gateway_charge, payment_record_capture, payment_refund
-from shipping.carriers import AddressRejected
+from shipping.carriers import AddressRejected, BookingCancelled
 from shipping.services import shipment_book, shipment_cancel, shipment_record
 
 from .definition import SagaDefinition, Step, StepFailed
@@ -35,6 +42,8 @@ def reserve_inventory(order, key):
 
 
 def release_inventory(order, key):
+    # reserve_inventory writes only our database, its effect and record in one transaction:
+    # no reservation means it never happened, and a late one is refused by its own record.
     reservation = Reservation.objects.filter(order=order).first()
     released = reservation is not None and reservation_release(reservation=reservation)
     return {"released": released}
@@ -69,8 +78,11 @@ def record_payment(order, key, result):
 
 
 def refund_payment(order, key):
-    if not payment_due(order):  # process_payment never charged a zero total
+    if not payment_due(order):  # process_payment never calls the gateway for a zero total
         return {"charged": False, "refund_id": None}
+    # Close the key at the gateway first: a charge still on its way is declined from now on,
+    # so what the refund finds (or does not) stays true.
+    get_gateway().void(idempotency_key=key)
     refund = payment_refund(order=order, charge_key=key, reason=order.cancel_reason or "order cancelled")
     return {"refund_id": refund.pk if refund else None}
 
@@ -81,6 +93,8 @@ def create_shipment(order, key):
         return {"tracking_number": shipment_book(order=order, idempotency_key=key)}
     except AddressRejected as exc:
         raise StepFailed("The carrier cannot deliver to this address.", str(exc)) from exc
+    except BookingCancelled as exc:  # the order's compensation came first
+        raise StepFailed("The order was cancelled.", str(exc)) from exc
 
 
 def record_shipment(order, key, result):
@@ -89,7 +103,7 @@ def record_shipment(order, key, result):
 
 
 def cancel_shipment(order, key):
-    shipment = shipment_cancel(order=order)
+    shipment = shipment_cancel(order=order, idempotency_key=key)
     return {"shipment_id": shipment.pk if shipment else None, "status": shipment.status if shipment else None}
 
 
@@ -106,16 +120,27 @@ def send_confirmation(order, key):
         )
     except PermanentDeliveryError as exc:
         raise StepFailed("We could not send your confirmation to your email address.", str(exc)) from exc
+    if notification.status != NotificationStatus.SENT:  # refused earlier, or voided by send_cancellation
+        raise StepFailed("We could not send your confirmation.", f"confirmation {notification.status}")
     return {"notification_id": notification.pk}
 
 
 def send_cancellation(order, key):
     """Queue the cancellation notice; a notifications task sends it (with its own retries).
 
-    The key is the one the "order cancelled" receiver uses too: one email either way.
+    The confirmation's key (``key``) is voided first: a confirmation still on its way is not
+    sent, and one sent already comes before this notice. The notice's key is the one the
+    "order cancelled" receiver uses too: one email either way.
     """
     from notifications.tasks import send_notification
 
+    notification_void(
+        template="order_confirmed",
+        recipient=order.customer.email,
+        idempotency_key=key,
+        reason="voided: the order was cancelled before its confirmation was sent",
+        order=order,
+    )
     notification = notification_for_order(order=order, template="order_cancelled")
     transaction.on_commit(lambda: send_notification.delay(notification.pk), robust=True)
     return {"notification_id": notification.pk}
