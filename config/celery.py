@@ -10,6 +10,16 @@ from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
+
+# Connected before the app exists, so it runs before Celery's Django fixup sets Django up (and
+# the metrics module opens its files) when a worker or beat starts.
+@signals.import_modules.connect(dispatch_uid="config.celery.runtime_dirs")
+def _runtime_dirs(**kwargs):
+    from config.runtime import ensure_runtime_dirs
+
+    ensure_runtime_dirs()
+
+
 app = Celery("fulfilment")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
