@@ -366,15 +366,21 @@ AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=365)
 # gunicorn.conf.py empties it when the web server starts.
 PROMETHEUS_MULTIPROC_DIR = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "prometheus"))
 RUNTIME_DIRS.append(Path(PROMETHEUS_MULTIPROC_DIR))
-LOG_FORMAT = env.str("LOG_FORMAT", default="plain")  # "json": one JSON object per line
+# "json": one JSON object per line (config/logs.py); "plain": one text line. UTC, milliseconds.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured("LOG_FORMAT must be plain or json")
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"request_id": {"()": "config.observability.RequestIDFilter"}},
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
-        "json": {"()": "config.observability.JSONFormatter"},
+        "plain": {
+            "()": "config.logs.PlainFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+        },
+        "json": {"()": "config.logs.JSONFormatter"},
     },
     "handlers": {
         "console": {

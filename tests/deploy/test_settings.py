@@ -160,9 +160,11 @@ def test_the_deploy_check_is_clean_with_the_production_environment(tmp_path):
 
 
 def test_env_example_lists_every_variable_the_settings_read():
-    source = "\n".join((ROOT / "config" / name).read_text() for name in ("settings.py",))
-    read = set(re.findall(r"""env(?:\.\w+)?\(\s*["']([A-Z][A-Z0-9_]+)["']""", source))
+    files = [ROOT / "config" / "settings.py", ROOT / "gunicorn.conf.py", *(ROOT / "config").glob("tracing.py")]
+    source = "\n".join(path.read_text() for path in files)
+    read = set(re.findall(r"""(?:env(?:\.\w+)?|_int)\(\s*["']([A-Z][A-Z0-9_]+)["']""", source))
     read |= set(re.findall(r"""os\.environ(?:\.get|\.setdefault|\[)\(?\s*["']([A-Z][A-Z0-9_]+)["']""", source))
+    read -= {"DJANGO_SETTINGS_MODULE"}  # chosen by the command (manage.py, wsgi, celery), not configuration
     listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
 
     assert read - listed == set()
