@@ -20,6 +20,15 @@ def _runtime_dirs(**kwargs):
     ensure_runtime_dirs()
 
 
+@signals.worker_init.connect(dispatch_uid="config.celery.tracing_worker")
+@signals.beat_init.connect(dispatch_uid="config.celery.tracing_beat")
+def _tracing(**kwargs):
+    """OTEL_TRACING: a worker (before its pool forks) or beat instruments itself (config/tracing.py)."""
+    from config.tracing import configure_tracing_if_enabled
+
+    configure_tracing_if_enabled()
+
+
 app = Celery("fulfilment")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()

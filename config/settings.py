@@ -371,14 +371,27 @@ LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
 if LOG_FORMAT not in {"plain", "json"}:
     raise ImproperlyConfigured("LOG_FORMAT must be plain or json")
 
+# One trace per checkout (config/tracing.py): the API request and every task of its saga.
+# The OTEL_* variables of the OpenTelemetry SDK choose the exporter, endpoint and sampler.
+OTEL_TRACING = env.bool("OTEL_TRACING", default=False)
+if OTEL_TRACING and env.str("OTEL_TRACES_EXPORTER", default="otlp") not in {"otlp", "console", "none"}:
+    raise ImproperlyConfigured("OTEL_TRACES_EXPORTER must be otlp, console or none")
+env.str("OTEL_SERVICE_NAME", default="fulfilment")  # read by the SDK
+env.str("OTEL_EXPORTER_OTLP_ENDPOINT", default="http://localhost:4318")  # read by the exporter
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "config.observability.RequestIDFilter"}},
+    "filters": {
+        "request_id": {"()": "config.observability.RequestIDFilter"},
+        "trace_id": {"()": "config.tracing.TraceIDFilter"},
+    },
     "formatters": {
         "plain": {
             "()": "config.logs.PlainFormatter",
-            "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+            "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s"
+            + (" trace=%(trace_id)s" if OTEL_TRACING else "")
+            + "] %(message)s",
         },
         "json": {"()": "config.logs.JSONFormatter"},
     },
@@ -386,7 +399,7 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if LOG_FORMAT == "json" else "plain",
-            "filters": ["request_id"],
+            "filters": ["request_id", "trace_id"],
         }
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
