@@ -169,3 +169,23 @@ def test_env_example_lists_every_variable_the_settings_read():
 
     assert read - listed == set()
     assert listed - read == set()
+
+
+def test_a_bad_log_format_or_trace_exporter_stops_start_up_with_a_message(tmp_path):
+    for extra, message in [
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be plain or json"),
+        (
+            {"OTEL_TRACING": "true", "OTEL_TRACES_EXPORTER": "zipkin"},
+            "OTEL_TRACES_EXPORTER must be otlp, console or none",
+        ),
+    ]:
+        result = subprocess.run(
+            [sys.executable, "manage.py", "check"],
+            cwd=ROOT,
+            env=clean_env(VAR_DIR=str(tmp_path), **extra),
+            capture_output=True,
+            text=True,
+        )
+
+        assert result.returncode != 0
+        assert message in result.stderr
