@@ -10,6 +10,25 @@ from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
+
+# Connected before the app exists, so it runs before Celery's Django fixup sets Django up (and
+# the metrics module opens its files) when a worker or beat starts.
+@signals.import_modules.connect(dispatch_uid="config.celery.runtime_dirs")
+def _runtime_dirs(**kwargs):
+    from config.runtime import ensure_runtime_dirs
+
+    ensure_runtime_dirs()
+
+
+@signals.worker_init.connect(dispatch_uid="config.celery.tracing_worker")
+@signals.beat_init.connect(dispatch_uid="config.celery.tracing_beat")
+def _tracing(**kwargs):
+    """OTEL_TRACING: a worker (before its pool forks) or beat instruments itself (config/tracing.py)."""
+    from config.tracing import configure_tracing_if_enabled
+
+    configure_tracing_if_enabled()
+
+
 app = Celery("fulfilment")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()

@@ -6,7 +6,6 @@ every Celery message's headers, put on every log line and every audit event.
 """
 
 import contextvars
-import json
 import logging
 import re
 import time
@@ -69,22 +68,3 @@ class RequestIDFilter(logging.Filter):
     def filter(self, record):
         record.request_id = get_request_id() or "-"
         return True
-
-
-class JSONFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, request_id and any ``extra`` fields."""
-
-    SKIP = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
-
-    def format(self, record):
-        data = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "request_id": getattr(record, "request_id", "-"),
-        }
-        data.update({k: v for k, v in record.__dict__.items() if k not in self.SKIP and k != "request_id"})
-        if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str)

@@ -15,11 +15,20 @@ from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(environ.Env().str("VAR_DIR", default=str(BASE_DIR / "var")))
 
 env = environ.Env()
-if (BASE_DIR / ".env").exists():
-    env.read_env(str(BASE_DIR / ".env"))
+# A dotenv file (default: .env in the project root) fills in variables the environment lacks;
+# the process environment always wins. Every variable read below is listed in .env.example.
+ENV_FILE = Path(env.str("DJANGO_ENV_FILE", default=str(BASE_DIR / ".env")))
+if ENV_FILE.is_file():
+    env.read_env(str(ENV_FILE))
+
+# Writable state of the embedded default (SQLite, filesystem broker, metrics, collected static
+# files). Read after the .env file so it can be set there. Importing the settings creates no
+# directory (read-only containers): commands, gunicorn and Celery create RUNTIME_DIRS when they
+# start (config/runtime.py).
+VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
+RUNTIME_DIRS = []
 
 DJANGO_ENV = env.str("DJANGO_ENV", default="development")
 if DJANGO_ENV not in {"development", "production", "test"}:
@@ -62,6 +71,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "config.observability.RequestIDMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -99,7 +109,8 @@ DATABASES = {
     "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    if DATABASES["default"]["NAME"] not in ("", ":memory:"):
+        RUNTIME_DIRS.append(Path(DATABASES["default"]["NAME"]).parent)
     DATABASES["default"]["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
@@ -135,12 +146,28 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+# Also Celery's: beat's crontab entries (the nightly cleanup at BEAT_CLEANUP_HOUR:17) run in this zone.
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
 
+# --- Static files ------------------------------------------------------------------
+# Served by the application itself through WhiteNoise (no separate web server needed). In
+# production `manage.py collectstatic` copies them to STATIC_ROOT with content-hashed names and
+# gzip copies, and they are served with a far-future cache header; elsewhere they come straight
+# from the apps (no collectstatic needed for `make run` or the tests).
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "static")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if PRODUCTION
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+# Outside production: found in the apps at request time (no STATIC_ROOT scan at start-up).
+WHITENOISE_USE_FINDERS = WHITENOISE_AUTOREFRESH = not PRODUCTION
 
 # --- Cache (API throttling counters) ---------------------------------------------
 # Throttle counts must be shared by every web process: use Redis in production.
@@ -252,12 +279,33 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-# --- Security (production) ----------------------------------------------------
-if PRODUCTION:
-    SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=True)
-    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SECURE_CONTENT_TYPE_NOSNIFF = True
+# --- Security ---------------------------------------------------------------------
+# Production sits behind a proxy that terminates TLS (README, "Production"). Every setting comes
+# from the environment with a safe production default; `make deploy-check` (part of `make test`)
+# runs `manage.py check --deploy --fail-level WARNING` with them.
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=PRODUCTION)
+# Probes and the Prometheus scrape come over plain HTTP from inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=PRODUCTION)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+if not SECURE_HSTS_PRELOAD:
+    # Preloading is a commitment made at hstspreload.org for the whole domain, not a default.
+    SILENCED_SYSTEM_CHECKS = ["security.W021"]
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=PRODUCTION)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# The header (and value) by which the proxy says the request came over HTTPS; trust it only
+# behind a proxy that sets it on every request. Empty: none trusted.
+_ssl_header = env.str("DJANGO_SECURE_PROXY_SSL_HEADER", default="X-Forwarded-Proto: https" if PRODUCTION else "")
+if _ssl_header:
+    _name, _sep, _value = _ssl_header.partition(":")
+    if not (_sep and _name.strip() and _value.strip()):
+        raise ImproperlyConfigured("DJANGO_SECURE_PROXY_SSL_HEADER must look like 'X-Forwarded-Proto: https'")
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _name.strip().upper().replace("-", "_"), _value.strip())
+# The proxy's X-Forwarded-Host as the request's host (only if the proxy sets it).
+USE_X_FORWARDED_HOST = env.bool("DJANGO_USE_X_FORWARDED_HOST", default=False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
 
 # --- Email --------------------------------------------------------------------
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="notifications.backends.FakeEmailBackend")
@@ -295,8 +343,7 @@ CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=240
 BROKER_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=2 * 60 * 60)
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
-    for _folder in ("queue", "processed", "control"):
-        (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
+    RUNTIME_DIRS += [_broker_dir / _folder for _folder in ("queue", "processed", "control")]
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
@@ -373,26 +420,46 @@ AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=365)
 
 # --- Observability ---------------------------------------------------------------
 # Every process (web and Celery) writes its metric samples here; /metrics adds them up.
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "prometheus"))
-Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+# gunicorn.conf.py empties it when the web server starts.
+PROMETHEUS_MULTIPROC_DIR = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "prometheus"))
+RUNTIME_DIRS.append(Path(PROMETHEUS_MULTIPROC_DIR))
 # Set: /metrics answers only requests with "Authorization: Bearer <METRICS_TOKEN>" (401
 # otherwise). Empty (the default): /metrics is open; keep it on an internal network.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
-LOG_FORMAT = env.str("LOG_FORMAT", default="plain")  # "json": one JSON object per line
+# "json": one JSON object per line (config/logs.py); "plain": one text line. UTC, milliseconds.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured("LOG_FORMAT must be plain or json")
+
+# One trace per checkout (config/tracing.py): the API request and every task of its saga.
+# The OTEL_* variables of the OpenTelemetry SDK choose the exporter, endpoint and sampler.
+OTEL_TRACING = env.bool("OTEL_TRACING", default=False)
+if OTEL_TRACING and env.str("OTEL_TRACES_EXPORTER", default="otlp") not in {"otlp", "console", "none"}:
+    raise ImproperlyConfigured("OTEL_TRACES_EXPORTER must be otlp, console or none")
+env.str("OTEL_SERVICE_NAME", default="fulfilment")  # read by the SDK
+env.str("OTEL_EXPORTER_OTLP_ENDPOINT", default="http://localhost:4318")  # read by the exporter
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "config.observability.RequestIDFilter"}},
+    "filters": {
+        "request_id": {"()": "config.observability.RequestIDFilter"},
+        "trace_id": {"()": "config.tracing.TraceIDFilter"},
+    },
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
-        "json": {"()": "config.observability.JSONFormatter"},
+        "plain": {
+            "()": "config.logs.PlainFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s"
+            + (" trace=%(trace_id)s" if OTEL_TRACING else "")
+            + "] %(message)s",
+        },
+        "json": {"()": "config.logs.JSONFormatter"},
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if LOG_FORMAT == "json" else "plain",
-            "filters": ["request_id"],
+            "filters": ["request_id", "trace_id"],
         }
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
@@ -401,3 +468,15 @@ LOGGING = {
         "axes": {"level": "WARNING"},  # failures and lockouts; not a line per successful login
     },
 }
+
+# --- Errors: Sentry (config/sentry.py), only with a DSN ----------------------------------------
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+if SENTRY_DSN:
+    from config.sentry import init_sentry
+
+    init_sentry(
+        SENTRY_DSN,
+        environment=env.str("SENTRY_ENVIRONMENT", default=DJANGO_ENV),
+        release=env.str("SENTRY_RELEASE", default=""),
+        traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
+    )

@@ -7,7 +7,8 @@ import pytest
 from django.test import Client
 
 from audit.models import AuditEvent
-from config.observability import JSONFormatter, RequestIDFilter, set_request_id
+from config.logs import JSONFormatter
+from config.observability import RequestIDFilter, set_request_id
 from tests.api.conftest import client_for
 from tests.factories import ADDRESS, ProductFactory, UserFactory
 
