@@ -12,12 +12,11 @@ from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
 from django.views import defaults
-from rest_framework import exceptions, parsers, serializers, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.views import exception_handler as drf_exception_handler
 
 # Deeper than any body the API takes (an order is 3 levels), far below Python's recursion limit.
-MAX_JSON_DEPTH = 32
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -131,39 +130,6 @@ class QuerySerializer(serializers.Serializer):
             if repeated:
                 raise exceptions.ValidationError({name: ["Give this parameter once."] for name in repeated})
         return super().to_internal_value(data)
-
-
-def nesting_exceeds(data, limit):
-    """Whether ``data`` (parsed JSON) nests lists and objects deeper than ``limit``; no recursion."""
-    stack = [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
-        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
-        if children is None:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
-
-
-class JSONParser(parsers.JSONParser):
-    """DRF's JSON parser, refusing bodies nested deeper than ``MAX_JSON_DEPTH`` with a 400.
-
-    ``json`` raises ``RecursionError`` (not a ``ValueError``) on ``[[[[…`` a thousand deep,
-    which DRF's parser lets through as a 500; anything nested deeper than an API body is
-    refused before a serializer, a fingerprint or a log line walks it.
-    """
-
-    def parse(self, stream, media_type=None, parser_context=None):
-        message = f"JSON parse error - nested deeper than {MAX_JSON_DEPTH} levels."
-        try:
-            data = super().parse(stream, media_type, parser_context)
-        except RecursionError:
-            raise exceptions.ParseError(message) from None
-        if nesting_exceeds(data, MAX_JSON_DEPTH):
-            raise exceptions.ParseError(message)
-        return data
 
 
 # --- Django's error views (handler400/403/404/500): JSON under /api/, HTML elsewhere -------

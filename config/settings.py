@@ -228,7 +228,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",  # browsable API; CSRF enforced
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["config.api.JSONParser"],  # DRF's, refusing absurd nesting with a 400
+    "DEFAULT_PARSER_CLASSES": ["config.parsers.JSONParser"],  # DRF's, refusing absurd nesting with a 400
     "DEFAULT_PAGINATION_CLASS": "config.api.Pagination",
     "DEFAULT_THROTTLE_CLASSES": [
         "config.auth.AnonRateThrottle",  # DRF's, keyed by config.auth.client_ip
