@@ -7,11 +7,16 @@ the database, queue depth from the broker).
 
 import hmac
 import os
+from pathlib import Path
 
 from django.conf import settings
 from django.http import HttpResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
+
+# A metric without labels writes its first sample file as it is created, so the directory must
+# exist before any process (a worker, a command, a type checker setting Django up) imports this.
+Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
 SAGAS = Counter("fulfilment_sagas_total", "Sagas by outcome.", ["event"])
 SAGA_DURATION = Histogram(

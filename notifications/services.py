@@ -200,7 +200,7 @@ def _deliver(notification):
         return None
     order = notification.order if notification.order_id else None
     verdict = order_email_verdict(notification.template, order.status if order is not None else None)
-    if verdict == HOLD:
+    if verdict == HOLD and order is not None:  # only an order's state can hold an email back
         notification.last_error = f"waiting: order {order.get_status_display().lower()}"
         sql.update_later(notification, ["last_error", "updated_at"])
         return None
