@@ -185,10 +185,18 @@ def saga_compensate(saga_id, *, reason) -> str:
 def saga_resolve(saga_id, *, note) -> str:
     """Operator: a failed saga was settled by hand; close it with a note (order ``cancelled``).
 
+    Refused while the order still holds the customer's money or a booked parcel in our
+    books (the saga's compensations, retried, settle those by key); the stock it still
+    holds is released with the resolution.
+
     The note is internal: it goes to the audit trail (and the admin shows it from
     there), never into the order. The customer is told ``RESOLVED_REASON``.
     """
     from audit.services import audit_record
+    from catalog.models import Reservation, ReservationStatus
+    from catalog.services import reservation_release
+    from payments.selectors import payments_not_refunded
+    from shipping.selectors import shipments_booked
 
     note = (note or "").strip()
     if not note:
@@ -200,6 +208,18 @@ def saga_resolve(saga_id, *, note) -> str:
         if saga.status != SagaStatus.FAILED:
             raise SagaActionError(f"Saga is {saga.status}: only failed sagas can be marked resolved.")
         order = engine._lock_order(saga)
+        # The order ends cancelled: what it still holds outside must have been settled (refunded,
+        # cancelled) first, through the saga or by hand; our own stock hold we give back here.
+        unsettled = [f"payment {p.pk} is still {p.status}" for p in payments_not_refunded(order=order)]
+        unsettled += [f"parcel {s.tracking_number} is still booked" for s in shipments_booked(order=order)]
+        if unsettled:
+            raise SagaActionError(
+                f"Not resolved: {'; '.join(unsettled)}. Retry the saga once the gateway or carrier answers "
+                "again (its compensations refund and cancel by key), then resolve what is left."
+            )
+        reservation = Reservation.objects.filter(order=order, status=ReservationStatus.ACTIVE).first()
+        if reservation is not None:
+            reservation_release(reservation=reservation)
         order.resolve()
         order.save(update_fields=["status", "cancel_reason", "updated_at"])
         saga.status, saga.finished_at = SagaStatus.RESOLVED, timezone.now()

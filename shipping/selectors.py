@@ -1,0 +1,10 @@
+"""Reads of shipments."""
+
+from django.db.models import QuerySet
+
+from .models import Shipment, ShipmentStatus
+
+
+def shipments_booked(*, order) -> QuerySet[Shipment]:
+    """The order's parcels booked with the carrier and not cancelled (not yet dispatched either)."""
+    return Shipment.objects.filter(order=order, status=ShipmentStatus.CREATED)
