@@ -166,10 +166,33 @@ EXAMPLE_NUMBERS = itertools.count(1)
 
 
 # --- outages: the bundled fakes, made to fail for a while ---------------------------
+# An external call held in flight: the worker waits inside it while the test acts.
+HOLD = {}  # "call": charge | book | mail, "recipient": whose order, "entered" / "go": threading.Event
+HOLD_SECONDS = 30  # the worker never waits longer, whatever happens to the test
+
+
+def _hold(call, recipient):
+    """Called by the worker at an external call: wait there if the test holds this one (once)."""
+    if HOLD.get("call") != call or HOLD.get("recipient") != recipient:
+        return
+    entered, go = HOLD.pop("entered", None), HOLD.get("go")
+    if entered is None:
+        return  # already held once: a retry goes through
+    entered.set()
+    go.wait(HOLD_SECONDS)
+
+
+def _recipient_of(idempotency_key):
+    public_id = (idempotency_key or "").split(":")[0]
+    return Order.objects.filter(public_id=public_id).values_list("customer__email", flat=True).first()
+
+
 def _failing(cls, method, kind, error):
     original = getattr(cls, method)
 
     def call(self, *args, **kwargs):
+        if method in ("charge", "book") and HOLD:
+            _hold(method, _recipient_of(kwargs.get("idempotency_key")))
         if kind in OUTAGES:
             raise error(f"{kind} is down (test outage)")
         result = original(self, *args, **kwargs)
@@ -182,6 +205,11 @@ def _failing(cls, method, kind, error):
 
 def _mail(original):
     def send_messages(self, messages):
+        if HOLD:
+            for message in messages:
+                if "is confirmed" in message.subject:
+                    for recipient in message.recipients():
+                        _hold("mail", recipient)
         if "mail" in OUTAGES:
             raise smtplib.SMTPServerDisconnected("mail server unreachable (test outage)")
         return original(self, messages)
@@ -232,6 +260,9 @@ class Lifecycle(RuleBasedStateMachine):
             kind: UserFactory(username=f"{self.tag.lower()}-{kind}", email=f"{self.tag.lower()}{suffix}@example.com")
             for kind, suffix in EMAILS.items()
         }
+        self.held_customer = UserFactory(
+            username=f"{self.tag.lower()}-held", email=f"{self.tag.lower()}-held@example.com"
+        )
         self.public_ids = {}  # order pk -> public id (text)
         self.sagas = {}  # order pk -> saga pk
         # order public id -> "confirmed" emails it had when first seen compensating or cancelled
@@ -315,6 +346,48 @@ class Lifecycle(RuleBasedStateMachine):
     @rule(order=orders)
     def customer_cancels(self, order):
         self.attempt("order_cancel", lambda: order_cancel(order=self.order(order)))
+
+    @rule(
+        target=orders,
+        step=st.sampled_from(["process_payment", "create_shipment", "send_confirmation"]),
+        action=st.sampled_from(["customer_cancels", "staff_compensates", "staff_releases_the_hold", "hold_expires"]),
+    )
+    def act_while_a_step_is_in_flight(self, step, action):
+        """Place an ordinary order, hold its ``step`` inside the external call, act, let the call go on.
+
+        ``hold_expires``: 31 minutes pass while the call hangs; beat expires the hold and
+        re-drives (time as the actor).
+        """
+        call = {"process_payment": "charge", "create_shipment": "book", "send_confirmation": "mail"}[step]
+        entered, go = threading.Event(), threading.Event()
+        HOLD.update(call=call, recipient=self.held_customer.email, entered=entered, go=go)
+        try:
+            order = self.attempt(
+                "order_place",
+                lambda: order_place(
+                    customer=self.held_customer,
+                    lines=[{"sku": self.skus[0], "quantity": 1}],
+                    shipping_address=ADDRESS,
+                    payment_token="tok_visa",
+                ),
+            )
+            if not isinstance(order, Order):
+                return multiple()
+            self.public_ids[order.pk] = str(order.public_id)
+            self.sagas[order.pk] = order.saga.pk
+            if entered.wait(HOLD_SECONDS / 2):  # not if out of stock or an outage stopped it earlier
+                if action == "customer_cancels":
+                    self.customer_cancels(order.pk)
+                elif action == "staff_compensates":
+                    self.staff_action(order.pk, "compensate")
+                elif action == "staff_releases_the_hold":
+                    self.staff_action(order.pk, "release")
+                else:
+                    self.beat_tick(31 * 60)
+        finally:
+            go.set()
+            HOLD.clear()
+        return order.pk
 
     # --- staff ------------------------------------------------------------------
     # One rule per action (not one rule with an action argument): each is drawn as often
