@@ -50,6 +50,7 @@ import logging
 import os
 import smtplib
 import threading
+import uuid
 from datetime import timedelta
 from decimal import Decimal
 
@@ -169,6 +170,7 @@ EMAIL_FOR_STATUS = {
 OUTAGES: set[str] = set()  # what is down right now ("broker": only for the test's own thread)
 WORKER_ERRORS: list[tuple[str, tuple, BaseException]] = []
 EXAMPLE_NUMBERS = itertools.count(1)
+RUN = uuid.uuid4().hex[:6]  # a kept test database (--reuse-db) may hold an interrupted run's rows
 
 
 # --- outages: the bundled fakes, made to fail for a while ---------------------------
@@ -258,7 +260,7 @@ class Lifecycle(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         OUTAGES.clear()
-        self.tag = f"LC{next(EXAMPLE_NUMBERS):04d}"
+        self.tag = f"LC{RUN}-{next(EXAMPLE_NUMBERS):04d}"
         self.skus = []
         for index, (price, stock) in enumerate(PRODUCTS):
             self.skus.append(ProductFactory(sku=f"{self.tag}-{index}", price=price, on_hand=stock).sku)
