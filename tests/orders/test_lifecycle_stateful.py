@@ -147,7 +147,6 @@ IN_FLIGHT_ACTIONS = {  # action -> its LIFECYCLE_WITHOUT name
     "staff_releases_the_hold": "release",
     "hold_expires": "expire",
 }
-BEAT_JOBS = [j for j in ["redrive", "expire", "retry_notifications", "cleanup_now"] if j.split("_")[0] not in WITHOUT]
 JUMPS = [
     61,
     5 * 60,
@@ -468,16 +467,23 @@ class Lifecycle(RuleBasedStateMachine):
         model_admin.release(request, Reservation.objects.filter(order_id=order))
 
     # --- beat and time --------------------------------------------------------------
-    @rule(job=st.sampled_from(BEAT_JOBS))
-    def beat_runs(self, job):
-        if job == "redrive":
-            self.attempt("redrive_idle_sagas", redrive_idle_sagas)
-        elif job == "expire":
-            self.attempt("expire_reservations", expire_reservations)
-        elif job == "retry_notifications":
-            self.attempt("retry_queued_notifications", retry_queued_notifications)
-        else:  # manage.py cleanup --older-than 0h
-            self.attempt("cleanup", lambda: cleanup(older_than=timedelta(0)))
+    @rule()
+    def beat_redrives_idle_sagas(self):
+        self.attempt("redrive_idle_sagas", redrive_idle_sagas)
+
+    @rule()
+    def beat_expires_holds(self):
+        self.attempt("expire_reservations", expire_reservations)
+
+    @rule()
+    def beat_retries_queued_notifications(self):
+        self.attempt("retry_queued_notifications", retry_queued_notifications)
+
+    @precondition(lambda self: "cleanup" not in WITHOUT)
+    @rule()
+    def staff_run_cleanup_older_than_0h(self):
+        """``manage.py cleanup --older-than 0h``."""
+        self.attempt("cleanup", lambda: cleanup(older_than=timedelta(0)))
 
     @rule(seconds=st.sampled_from(JUMPS))
     def time_passes(self, seconds):
