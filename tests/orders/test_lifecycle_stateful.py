@@ -109,11 +109,11 @@ STEPS = int(os.environ.get("LIFECYCLE_STEPS", "12"))
 # code, never the luck of the draw); LIFECYCLE_RANDOM=1 explores new ones and keeps the
 # failing ones in var/hypothesis-lifecycle to replay them first next time.
 RANDOM = os.environ.get("LIFECYCLE_RANDOM", "") not in ("", "0")
-# Shrinking a failure replays sequences against the real worker: allow for it (hypothesis
-# stops shrinking after 300 s).
 # Leave parts out of the draw to look past a finding (e.g. LIFECYCLE_WITHOUT=free,cleanup):
 # free (the 0.00 product), cleanup, release, resolve, broker, inflight, an outage kind, an email kind.
 WITHOUT = {part.strip() for part in os.environ.get("LIFECYCLE_WITHOUT", "").split(",") if part.strip()}
+# Shrinking a failure replays sequences against the real worker: allow for it (hypothesis
+# stops shrinking after 300 s).
 TIMEOUT = int(os.environ.get("LIFECYCLE_TIMEOUT", str(420 + EXAMPLES * STEPS * 4)))
 
 SETTLE_ROUNDS = 4  # beat ticks a saga may need to finish after the worker ran dry
