@@ -49,3 +49,41 @@ def snapshot():
         "gateway_calls": sorted(FakeGatewayCharge.objects.values_list("idempotency_key", "attempts")),
         "sagas": sorted(SagaRun.objects.values_list("id", "status")),
     }
+
+
+def broker_backlog(queue):
+    """Saga messages the broker still holds: queued, or delivered and not yet acknowledged.
+
+    ``queue`` is a ``redis.Redis`` client on the test broker. A task waiting for its
+    retry countdown (an ETA) sits in the worker's timer, invisible to
+    ``celery.worker.state``, but stays in kombu's ``unacked`` hash until it ran
+    (``task_acks_late``). Notification tasks waiting out their backoff (up to 10
+    minutes) are not counted: their notification row exists already.
+    """
+    import json
+
+    backlog = queue.llen("celery")
+    for raw in queue.hvals("unacked"):
+        try:
+            task = json.loads(raw)[0]["headers"]["task"]
+        except (ValueError, LookupError, TypeError):
+            task = ""
+        backlog += task.startswith("orders.")
+    return backlog
+
+
+def wait_for_worker_idle(queue, timeout=20, quiet_polls=3):
+    """Wait (``time.monotonic``: time-machine leaves it alone) until the worker has no saga work.
+
+    Returns False if it was still busy after ``timeout`` seconds.
+    """
+    from celery.worker import state
+
+    deadline, quiet = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline:
+        busy = state.active_requests or state.reserved_requests or broker_backlog(queue)
+        quiet = 0 if busy else quiet + 1
+        if quiet >= quiet_polls:
+            return True
+        time.sleep(0.03)
+    return False
