@@ -185,9 +185,11 @@ def saga_compensate(saga_id, *, reason) -> str:
 def saga_resolve(saga_id, *, note) -> str:
     """Operator: a failed saga was settled by hand; close it with a note (order ``cancelled``).
 
-    Refused while the order still holds the customer's money or a booked parcel in our
-    books (the saga's compensations, retried, settle those by key); the stock it still
-    holds is released with the resolution.
+    The gateway is asked first (the payment key closed, so nothing still on its way can
+    charge) and any parcel booked under the order's key is cancelled at the carrier.
+    Refused while the customer's money is still out: a charge the gateway holds that our
+    books do not show refunded, or a payment still authorized or captured (the saga's
+    compensations, retried, refund by key); the stock it still holds is released.
 
     The note is internal: it goes to the audit trail (and the admin shows it from
     there), never into the order. The customer is told ``RESOLVED_REASON``.
@@ -195,19 +197,29 @@ def saga_resolve(saga_id, *, note) -> str:
     from audit.services import audit_record
     from catalog.models import Reservation, ReservationStatus
     from catalog.services import reservation_release
-    from payments.selectors import payments_not_refunded
+    from payments.selectors import payment_refunded, payments_not_refunded
     from shipping.selectors import shipments_booked
 
     note = (note or "").strip()
     if not note:
         raise SagaActionError("A note saying what was done by hand is required.")
+    saga = SagaRun.objects.select_related("order").filter(pk=saga_id).first()
+    if saga is None:
+        raise SagaActionError(f"No saga {saga_id}.")
+    if saga.status != SagaStatus.FAILED:
+        raise SagaActionError(f"Saga is {saga.status}: only failed sagas can be marked resolved.")
+    charge_key, charge = _close_outside(saga.order)
     with transaction.atomic():
         saga = engine._lock(saga_id)
-        if saga is None:
-            raise SagaActionError(f"No saga {saga_id}.")
         if saga.status != SagaStatus.FAILED:
             raise SagaActionError(f"Saga is {saga.status}: only failed sagas can be marked resolved.")
         order = engine._lock_order(saga)
+        if charge is not None and not payment_refunded(order=order, idempotency_key=charge_key):
+            raise SagaActionError(
+                f"Not resolved: the gateway holds charge {charge.reference} for this order and it was not "
+                "refunded. Retry the saga once the gateway answers (its refund asks by key), or refund it "
+                "there and retry."
+            )
         # The order ends cancelled: what it still holds outside must have been settled (refunded,
         # cancelled) first, through the saga or by hand; our own stock hold we give back here.
         unsettled = [f"payment {p.pk} is still {p.status}" for p in payments_not_refunded(order=order)]
@@ -228,6 +240,25 @@ def saga_resolve(saga_id, *, note) -> str:
             obj=saga, event="saga_resolved", to_state=saga.status, payload={"note": note}, order_id=order.public_id
         )
     return "resolved"
+
+
+def _close_outside(order):
+    """Before resolving (outside any transaction, as compensations call out): close the order's
+    payment key at the gateway, so no charge still on its way can land, and learn what it took;
+    cancel at the carrier any parcel booked under the order's key. Returns (payment key, the
+    charge the gateway holds or None). A gateway or carrier that cannot be asked refuses it.
+    """
+    from payments.gateways import get_gateway
+    from payments.services import payment_due
+    from shipping.services import shipment_cancel
+
+    charge_key = engine.step_key(order, "process_payment")
+    try:
+        charge = get_gateway().void(idempotency_key=charge_key) if payment_due(order) else None
+        shipment_cancel(order=order, idempotency_key=engine.step_key(order, "create_shipment"))
+    except Exception as exc:
+        raise SagaActionError(f"Not resolved: the gateway or carrier could not be asked ({exc}); try again.") from exc
+    return charge_key, charge
 
 
 def expire_reservations(*, now=None, limit=500) -> dict:

@@ -137,6 +137,7 @@ def test_ship_from_the_order_page(admin_client):
     assert StockLevel.objects.get(product=order.lines.first().product).on_hand == 9
 
 
+@pytest.mark.django_db(transaction=True)  # resolving asks the fake gateway and carrier: not inside a transaction
 def test_failed_sagas_view_retry_and_resolve(admin_client, no_broker, django_capture_on_commit_callbacks):
     failing = failed_order()
     place_order()  # a healthy one is not listed

@@ -12,7 +12,8 @@ from orders.saga.recovery import saga_resolve
 from tests.api.conftest import client_for
 from tests.factories import place_order
 
-pytestmark = pytest.mark.django_db
+# Resolving asks the (fake) gateway and carrier, which refuse to be called inside a transaction.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 NOTE = "Refunded 29.99 by phone, ticket 4711, customer was rude to Sam"
 
