@@ -91,7 +91,8 @@ def positive_query_int(request, name):
         return None
     if len(raw) > 1:
         raise exceptions.ValidationError({name: ["Give this parameter once."]})
-    if not raw[0].isascii() or not raw[0].isdigit() or int(raw[0]) < 1:
+    # At most 18 digits: Python refuses to read more than 4300 as an int, and no count is that large.
+    if not raw[0].isascii() or not raw[0].isdigit() or len(raw[0]) > 18 or int(raw[0]) < 1:
         raise exceptions.ValidationError({name: ["A positive whole number is required."]})
     return int(raw[0])
 

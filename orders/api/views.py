@@ -235,7 +235,7 @@ class SagaViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     permission_classes = [StaffActionPermission]
     staff_permissions = {"list": "orders.view_sagarun", "retry": "orders.retry_saga"}
-    lookup_value_regex = "[0-9]+"  # "true" is no saga id: a 404, not a ValueError
+    lookup_value_regex = "[0-9]{1,18}"  # "true" (or 5000 digits) is no saga id: a 404, not a ValueError
     serializer_class = StaffSagaSerializer
     throttle_scope = "staff"
 

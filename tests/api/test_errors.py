@@ -52,8 +52,14 @@ def test_ordinary_nesting_is_still_accepted(api):
     assert post(api, body()).status_code == 202
 
 
+def test_a_page_number_longer_than_any_page_is_a_400(api):
+    # Python refuses to turn more than 4300 digits into an int (ValueError): no 500 for it.
+    response = api.get("/api/v1/products/", {"page": "9" * 5000})
+    assert_error(response, 400, "invalid")
+
+
 # --- path parameters ------------------------------------------------------------------
-@pytest.mark.parametrize("saga_id", ["true", "1.5", "-1", "99999999999999999999", "%00"])
+@pytest.mark.parametrize("saga_id", ["true", "1.5", "-1", "99999999999999999999", "%00", "9" * 5000])
 def test_a_saga_id_that_is_not_a_saga_id_is_a_404(staff_api, saga_id):
     assert_error(staff_api.post(f"/api/v1/sagas/{saga_id}/retry/"), 404, "not_found")
 
