@@ -12,17 +12,15 @@ key there: a call of the step still on its way is refused afterwards.
 
 from decimal import Decimal
 
-from django.db import transaction
-
 from catalog.models import Reservation
 from catalog.services import OutOfStock, reservation_hold, reservation_release, stock_reserve
 from notifications.models import NotificationStatus
 from notifications.services import (
     PermanentDeliveryError,
-    notification_for_order,
     notification_queue_and_send,
     notification_void,
     order_email_context,
+    order_notification_queue,
 )
 from payments.gateways import PaymentDeclined, get_gateway
 from payments.services import payment_due, payment_gateway_charge, payment_record_capture, payment_refund
@@ -132,8 +130,6 @@ def send_cancellation(order, key):
     sent, and one sent already comes before this notice. The notice's key is the one the
     "order cancelled" receiver uses too: one email either way.
     """
-    from notifications.tasks import send_notification
-
     notification_void(
         template="order_confirmed",
         recipient=order.customer.email,
@@ -141,8 +137,7 @@ def send_cancellation(order, key):
         reason="voided: the order was cancelled before its confirmation was sent",
         order=order,
     )
-    notification = notification_for_order(order=order, template="order_cancelled")
-    transaction.on_commit(lambda: send_notification.delay(notification.pk), robust=True)
+    notification = order_notification_queue(order=order, template="order_cancelled")
     return {"notification_id": notification.pk}
 
 
