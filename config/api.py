@@ -84,6 +84,11 @@ def exception_handler(exc, context):
     return response
 
 
+# The largest whole number a query parameter may carry: 18 digits (Python refuses to read more
+# than 4300 as an int, and no count is that large). The schema documents it as the maximum.
+MAX_QUERY_INT = 10**18 - 1
+
+
 def positive_query_int(request, name):
     """A query parameter given at most once, as a whole number from 1; None if absent or empty."""
     raw = [value for value in request.query_params.getlist(name) if value != ""]  # empty is the same as absent
@@ -91,8 +96,8 @@ def positive_query_int(request, name):
         return None
     if len(raw) > 1:
         raise exceptions.ValidationError({name: ["Give this parameter once."]})
-    # At most 18 digits: Python refuses to read more than 4300 as an int, and no count is that large.
-    if not raw[0].isascii() or not raw[0].isdigit() or len(raw[0]) > 18 or int(raw[0]) < 1:
+    text = raw[0]
+    if not text.isascii() or not text.isdigit() or len(text) > len(str(MAX_QUERY_INT)) or int(text) < 1:
         raise exceptions.ValidationError({name: ["A positive whole number is required."]})
     return int(raw[0])
 
@@ -112,7 +117,7 @@ class Pagination(PageNumberPagination):
     def get_schema_operation_parameters(self, view):
         parameters = super().get_schema_operation_parameters(view)
         for parameter in parameters:
-            parameter["schema"] = {"type": "integer", "minimum": 1}
+            parameter["schema"] = {"type": "integer", "minimum": 1, "maximum": MAX_QUERY_INT}
             if parameter["name"] == self.page_size_query_param:
                 parameter["description"] = (
                     f"Results per page ({self.page_size} if absent; above {self.max_page_size}: {self.max_page_size})."

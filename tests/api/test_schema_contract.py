@@ -17,10 +17,16 @@ def parameters(schema, path, method="get"):
 
 
 @pytest.mark.parametrize("path", ["/api/v1/products/", "/api/v1/orders/", "/api/v1/sagas/"])
-def test_page_and_page_size_are_documented_from_one(schema, path):
+def test_page_and_page_size_are_documented_from_one_to_the_largest_accepted(schema, path):
     params = parameters(schema, path)
-    assert params["page"]["schema"] == {"type": "integer", "minimum": 1}
-    assert params["page_size"]["schema"] == {"type": "integer", "minimum": 1}
+    largest = 10**18 - 1  # 18 digits: a longer number is refused (found by the fuzz run)
+    assert params["page"]["schema"] == {"type": "integer", "minimum": 1, "maximum": largest}
+    assert params["page_size"]["schema"] == {"type": "integer", "minimum": 1, "maximum": largest}
+
+
+def test_the_largest_documented_page_is_accepted_and_one_more_refused(api):
+    assert api.get(f"/api/v1/products/?page={10**18 - 1}").status_code == 404  # past the end
+    assert api.get(f"/api/v1/products/?page={10**18}").status_code == 400
 
 
 @pytest.mark.parametrize(
