@@ -1,4 +1,4 @@
-# Two commands: `make run` (the product, embedded: SQLite + filesystem broker)
+# Two commands: `make run` (the product, embedded: PostgreSQL from a pip wheel + filesystem broker)
 # and `make test` (the whole suite against PostgreSQL and Redis on localhost).
 # Dependencies: requirements.in (runtime) and requirements-dev.in (tests, lint, types, demo) are
 # compiled by `make requirements` into requirements.txt and requirements-dev.txt, every package
@@ -26,14 +26,18 @@ requirements: install
 	$(COMPILE) $(UPGRADE) requirements.in -o requirements.txt
 	$(COMPILE) $(UPGRADE) requirements-dev.in -o requirements-dev.txt
 
-migrate: install
-	$(BIN)/python manage.py migrate --noinput
+## Without DATABASE_URL these run inside `config.embedded_db run`: it starts the embedded PostgreSQL
+## (data and socket in var/postgres/) first and stops it after the command.
+EMBEDDED_DB := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m config.embedded_db run --
 
-## The product: web on http://127.0.0.1:8000, a Celery worker and beat; Ctrl-C stops all three.
-run: migrate
+migrate: install
+	$(EMBEDDED_DB) python manage.py migrate --noinput
+
+## The product: web on http://127.0.0.1:8000, a Celery worker and beat, on the embedded PostgreSQL
+## unless DATABASE_URL is set; Ctrl-C stops them all, the database last.
+run: install
 	rm -rf var/prometheus
-	$(BIN)/python manage.py seed_demo
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start --procfile Procfile
+	$(EMBEDDED_DB) sh -c 'python manage.py migrate --noinput && python manage.py seed_demo && exec honcho start --procfile Procfile'
 
 ## The whole suite: lint, types, Django checks (the production deploy check too), then pytest
 ## against PostgreSQL and Redis.
@@ -68,5 +72,7 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+## Deletes the demo's state: the embedded database (stopped first), broker queues, metrics.
 clean:
+	@test ! -x $(BIN)/python || $(BIN)/python -m config.embedded_db stop
 	rm -rf var/

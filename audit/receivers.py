@@ -32,6 +32,8 @@ def transition_recorded(sender, instance, name, source, target, **kwargs):
         to_state=target,
         payload=payload,
         order_id=_order_id(instance),
+        # A transition called with ``batch=`` (a ``config.sql.Batch``) sends its event with that batch.
+        batch=(kwargs.get("method_kwargs") or {}).get("batch"),
     )
 
 
@@ -59,11 +61,11 @@ SAGA_SIGNALS = {
 def connect():
     from catalog.models import Reservation
     from notifications.models import Notification
-    from orders.models import Order
     from payments.models import Payment
     from shipping.models import Shipment
 
-    for model in (Order, Reservation, Payment, Shipment, Notification):
+    # An order's transitions are recorded by ``orders.transitions.order_move``, with the move.
+    for model in (Reservation, Payment, Shipment, Notification):
         post_transition.connect(transition_recorded, sender=model, dispatch_uid=f"audit.transition.{model.__name__}")
     for signal, name in SAGA_SIGNALS.items():
         signal.connect(saga_event_recorded, dispatch_uid=f"audit.{name}")

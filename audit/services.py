@@ -7,9 +7,21 @@ from .models import AuditEvent
 
 
 def audit_record(
-    *, obj=None, object_type="", object_id="", event, from_state="", to_state="", payload=None, order_id=None
+    *,
+    obj=None,
+    object_type="",
+    object_id="",
+    event,
+    from_state="",
+    to_state="",
+    payload=None,
+    order_id=None,
+    batch=None,
 ):
-    """Insert one audit event in the caller's transaction, with the current actor."""
+    """Insert one audit event in the caller's transaction, with the current actor.
+
+    With ``batch`` the INSERT is added to it (sent with the batch; ``pk`` stays None).
+    """
     if obj is not None:
         object_type = object_type or obj._meta.label_lower
         object_id = object_id or str(obj.pk)
@@ -29,7 +41,9 @@ def audit_record(
         to_state=to_state or "",
         payload=payload or {},
     )
-    # One prepared INSERT (every transition on the saga's path writes one); held
-    # back inside ``sql.deferring``, where ``event.pk`` stays None.
-    sql.insert_later(event)
+    # One prepared INSERT: every transition on the saga's path writes one.
+    if batch is not None:
+        batch.add(*sql.insert_statement(event, returning=False))
+    else:
+        sql.insert(event)
     return event

@@ -2,6 +2,10 @@
 
     .venv/bin/python bench/saga_throughput.py [--n 2000] [--runs 3]
 
+It needs only ``orders.services.order_place``, the models and ``bench/reference_tasks.py`` of the code
+it measures: to measure another checkout with this version, copy this file out of the tree and run
+the copy with that checkout as the working directory (the project is then the working directory).
+
 A script, not a test. It uses its own PostgreSQL database (``fulfilment_bench``, created if
 missing, migrated) and Redis db 14 unless ``DATABASE_URL`` / ``CELERY_BROKER_URL`` say
 otherwise; it refuses the ``fulfilment`` and ``test_fulfilment`` databases. Every phase starts
@@ -17,11 +21,35 @@ B. reference: N chains of four tasks (``bench/reference_tasks.py``), each one OR
    (``BenchChain.objects.filter(pk=id).update(step=F("step") + 1)``) in its own transaction,
    enqueued with no worker running; the same worker command is started and timed until every row has step = 4.
 
+CPU per saga and per reference chain (A and B), read from ``/proc`` (Linux), so the cost shows
+beyond one machine's speed. Counted from the first saga (chain) seen started until the last is
+done, divided by the sagas (chains) that finished in that window, so the worker's start-up is left
+out (printed apart):
+
+- worker: utime + stime of the celery main process and every live descendant (its prefork
+  children), plus what reaped children left in their parents' cutime/cstime;
+- postgres (``pg_ms``): utime + stime of the backends serving the bench database (pids from
+  ``pg_stat_activity``, this script's own connection excepted), read at every poll (10 a second)
+  so that a backend that exits (a worker drops a connection older than ``CONN_MAX_AGE``) loses
+  at most a tenth of a second. The server must run on this machine. Not in it: the WAL writer,
+  checkpointer and autovacuum, shared with the server's other databases;
+- the whole PostgreSQL server (``pg_server_ms``): its postmaster (the parent of this script's
+  backend) and all its descendants, with what exited backends left in its cutime/cstime. It has
+  the WAL writer's work (which asynchronous commit moves out of the backends), but also every
+  other database's on a shared machine, and this script's polling;
+- redis: ``used_cpu_user + used_cpu_sys`` from the broker's ``INFO cpu`` (the whole server, other clients too).
+
+``SC_CLK_TCK`` is usually 100: a tick is 10 ms, so use N in the thousands for these figures.
+
 Medians over the runs. Then phase C: with a worker running, orders are placed at 50% of the
 median saga throughput for about 20 s (at most N orders); latency per order = the saga's
 ``finished_at`` - the order's ``created_at``. The last line printed is
 
     sagas_per_s=<x> reference_chains_per_s=<y> ratio=<x/y> p50_ms=<a> p99_ms=<b>
+    worker_ms=<w> ref_worker_ms=<rw> pg_ms=<p> ref_pg_ms=<rp> redis_ms=<r> ref_redis_ms=<rr>
+    pg_server_ms=<ps> ref_pg_server_ms=<rps>
+
+on one line: CPU milliseconds per saga (``ref_``: per reference chain), medians over the runs.
 """
 
 import argparse
@@ -38,6 +66,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if not (ROOT / "manage.py").exists():  # a copy run from elsewhere (another checkout's code): the working directory
+    ROOT = Path.cwd()
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -246,17 +276,155 @@ class Worker:
         self.stop()
 
 
-def wait_until(worker, probe, what):
-    """Poll ``probe() -> (done, started)`` until done; return (seconds since worker start, first progress at)."""
+# --- CPU, from /proc ----------------------------------------------------------------
+HAVE_PROC = os.path.exists("/proc/self/stat")
+TICK_MS = 1000 / os.sysconf("SC_CLK_TCK") if HAVE_PROC else math.nan
+
+
+def proc_table():
+    """{pid: (comm, ppid, own ticks, reaped children's ticks)} of every process now (proc(5), clock ticks)."""
+    table = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                data = f.read()
+        except OSError:  # it exited meanwhile
+            continue
+        close = data.rindex(b")")  # comm may itself hold ")" or spaces
+        comm = data[data.index(b"(") + 1 : close].decode(errors="replace")
+        fields = data[close + 2 :].split()  # fields[0] is field 3 (state): ppid 4, utime 14 ... cstime 17
+        table[int(name)] = (comm, int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14]))
+    return table
+
+
+def tree_ticks(table, root):
+    """CPU ticks of ``root`` and its live descendants, with what their reaped children left them."""
+    children = {}
+    for pid, (_, ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo = 0, [root] if root in table else []
+    while todo:
+        pid = todo.pop()
+        total += table[pid][2] + table[pid][3]
+        todo.extend(children.get(pid, ()))
+    return total
+
+
+def redis_cpu_ms():
+    import redis
+    from django.conf import settings
+
+    info = redis.Redis.from_url(settings.CELERY_BROKER_URL).info("cpu")
+    return (float(info["used_cpu_user"]) + float(info["used_cpu_sys"])) * 1000
+
+
+def bench_backends():
+    """(this process's backend, the other backends connected to the bench database): PostgreSQL pids."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_backend_pid(), coalesce(array_agg(pid) FILTER (WHERE pid <> pg_backend_pid()), '{}') "
+            "FROM pg_stat_activity WHERE datname = current_database()"
+        )
+        return cursor.fetchone()
+
+
+def server_ticks(table, own_backend):
+    """CPU ticks of the PostgreSQL server whose backend ``own_backend`` is: its postmaster's whole tree."""
+    if own_backend not in table:
+        return math.nan  # the server runs on another machine
+    return tree_ticks(table, table[own_backend][1])
+
+
+def own_ticks(pid):
+    """utime + stime of one process in clock ticks, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])
+
+
+class CpuSample:
+    """Cumulative CPU milliseconds of the worker tree, the PostgreSQL server and redis."""
+
+    def __init__(self, worker_pid):
+        self.redis = redis_cpu_ms()
+        if not HAVE_PROC:
+            self.worker = self.postgres = math.nan
+            return
+        own_backend, _ = bench_backends()
+        table = proc_table()
+        self.worker = tree_ticks(table, worker_pid) * TICK_MS
+        self.postgres = server_ticks(table, own_backend) * TICK_MS
+
+    def per_unit(self, start, backends_ms, units):
+        """CPU ms per saga (chain) from ``start`` to this sample, over ``units`` finished in between."""
+        units = max(units, 1)
+        return {
+            "worker": (self.worker - start.worker) / units,
+            "pg": backends_ms / units,
+            "pg_server": (self.postgres - start.postgres) / units,
+            "redis": (self.redis - start.redis) / units,
+            "startup": start.worker,
+            "units": units,
+        }
+
+
+class BackendCpu:
+    """CPU of the backends serving the bench database (this script's own excepted), as they come and go.
+
+    Read at every poll: a backend that exits (a worker drops its connection after ``CONN_MAX_AGE``)
+    loses only what it used since the poll before; one that appears later counts from its start.
+    """
+
+    def __init__(self):
+        self.first, self.last = {}, {}
+
+    def sample(self):
+        if not HAVE_PROC:
+            return
+        later = bool(self.first)
+        for pid in bench_backends()[1]:
+            ticks = own_ticks(pid)
+            if ticks is not None:
+                self.first.setdefault(pid, 0 if later else ticks)
+                self.last[pid] = ticks
+
+    def ms(self):
+        if not HAVE_PROC:
+            return math.nan
+        return sum(ticks - self.first[pid] for pid, ticks in self.last.items()) * TICK_MS
+
+
+def wait_until(worker, probe, what, n):
+    """Poll ``probe() -> (finished, started)`` until ``n`` finished.
+
+    Returns (seconds since worker start, first progress at, CPU per finished unit from the first
+    progress seen to the end: ``CpuSample.per_unit``).
+    """
     deadline = time.perf_counter() + WAIT_LIMIT
-    first_progress = None
+    first_progress = first_sample = None
+    backends = BackendCpu()
+    finished_then = 0
     while True:
-        done, started = probe()
+        finished, started = probe()
         now = time.perf_counter()
         if started and first_progress is None:
             first_progress = now - worker.started
-        if done:
-            return now - worker.started, first_progress
+            first_sample, finished_then = CpuSample(worker.process.pid), finished
+        if first_sample is not None:
+            backends.sample()
+        if finished >= n:
+            cpu = None
+            if first_sample is not None:
+                cpu = CpuSample(worker.process.pid).per_unit(first_sample, backends.ms(), n - finished_then)
+            return now - worker.started, first_progress, cpu
         if now > deadline:
             raise BenchError(f"gave up after {WAIT_LIMIT:.0f} s waiting for {what}")
         worker.check_alive()
@@ -278,7 +446,7 @@ def place_orders(customer, skus, count, start=0):
     ]
 
 
-def saga_probe(n):
+def saga_probe():
     from django.db.models import Count, Q
 
     from orders.models import ACTIVE_SAGA_STATUSES, SagaRun, SagaStatus
@@ -288,7 +456,7 @@ def saga_probe(n):
             terminal=Count("id", filter=~Q(status__in=ACTIVE_SAGA_STATUSES)),
             started=Count("id", filter=~Q(status=SagaStatus.PENDING)),
         )
-        return counts["terminal"] >= n, counts["started"] > 0
+        return counts["terminal"], counts["started"] > 0
 
     return probe
 
@@ -315,16 +483,16 @@ def phase_a(customer, skus, n, log_path):
     if queue_depth() < n:
         raise BenchError(f"only {queue_depth()} messages queued for {n} orders: is the broker reachable?")
     with Worker(log_path) as worker:
-        elapsed, first = wait_until(worker, saga_probe(n), f"{n} sagas")
+        elapsed, first, cpu = wait_until(worker, saga_probe(), f"{n} sagas", n)
     outcomes = saga_outcomes()
     if outcomes.get("completed", 0) != n:
         print(f"  WARNING: not every saga completed: {outcomes}", flush=True)
     span = SagaStep.objects.aggregate(t=Min("started_at"))["t"], SagaRun.objects.aggregate(t=Max("finished_at"))["t"]
     busy = (span[1] - span[0]).total_seconds()
-    return {"rate": n / elapsed, "elapsed": elapsed, "first": first, "busy": busy, "placing": placing}
+    return {"rate": n / elapsed, "elapsed": elapsed, "first": first, "busy": busy, "placing": placing, "cpu": cpu}
 
 
-def reference_probe(n):
+def reference_probe():
     from django.db import connection
 
     def probe():
@@ -333,7 +501,7 @@ def reference_probe(n):
                 "SELECT count(*) FILTER (WHERE step >= 4), count(*) FILTER (WHERE step > 0) FROM bench_chain"
             )
             done, started = cursor.fetchone()
-        return done >= n, started > 0
+        return done, started > 0
 
     return probe
 
@@ -355,8 +523,8 @@ def phase_b(skus, n, log_path):
     placing = time.perf_counter() - started
     analyze()
     with Worker(log_path) as worker:
-        elapsed, first = wait_until(worker, reference_probe(n), f"{n} reference chains")
-    return {"rate": n / elapsed, "elapsed": elapsed, "first": first, "placing": placing}
+        elapsed, first, cpu = wait_until(worker, reference_probe(), f"{n} reference chains", n)
+    return {"rate": n / elapsed, "elapsed": elapsed, "first": first, "placing": placing, "cpu": cpu}
 
 
 def percentile(values, q):
@@ -374,7 +542,7 @@ def phase_c(customer, skus, rate, n, log_path):
     with Worker(log_path) as worker:
         # Warm-up: the worker is up and both pool processes have run a saga before the clock starts.
         warm = place_orders(customer, skus, 4)
-        wait_until(worker, saga_probe(len(warm)), "warm-up sagas")
+        wait_until(worker, saga_probe(), "warm-up sagas", len(warm))
         first_measured = max(warm) + 1
         started = time.perf_counter()
         for i in range(count):
@@ -383,7 +551,7 @@ def phase_c(customer, skus, rate, n, log_path):
                 time.sleep(delay)
             place_orders(customer, skus, 1, start=i)
         offered = time.perf_counter() - started
-        wait_until(worker, saga_probe(len(warm) + count), f"{count} latency sagas")
+        wait_until(worker, saga_probe(), f"{count} latency sagas", len(warm) + count)
     rows = list(
         SagaRun.objects.filter(order_id__gte=first_measured).values_list("status", "finished_at", "order__created_at")
     )
@@ -401,6 +569,24 @@ def phase_c(customer, skus, rate, n, log_path):
 
 
 # --- main -------------------------------------------------------------------------
+CPU_KEYS = ("worker", "pg", "pg_server", "redis", "startup")
+NO_CPU = dict.fromkeys(CPU_KEYS, math.nan)  # no progress was ever seen (cannot happen with n >= 1)
+
+
+def print_cpu(label, saga, reference):
+    """CPU ms per saga against per reference chain, and their ratios."""
+
+    def figure(key):
+        ratio = saga[key] / reference[key] if reference[key] else math.nan
+        return f"{saga[key]:.2f} / {reference[key]:.2f} ms (x{ratio:.2f})"
+
+    print(
+        f"{label} per saga / per reference chain: worker {figure('worker')}, postgres {figure('pg')} "
+        f"[whole server {figure('pg_server')}], redis {figure('redis')}",
+        flush=True,
+    )
+
+
 def _terminate(signum, frame):
     raise SystemExit(128 + signum)
 
@@ -427,7 +613,7 @@ def main():
         flush=True,
     )
     customer, skus = fixtures()
-    sagas, references = [], []
+    sagas, references, saga_cpu, reference_cpu = [], [], [], []
     for run in range(1, args.runs + 1):
         order = ("A", "B") if run % 2 else ("B", "A")
         results = {}
@@ -450,10 +636,27 @@ def main():
                 )
         sagas.append(results["A"]["rate"])
         references.append(results["B"]["rate"])
+        saga_cpu.append(results["A"]["cpu"] or NO_CPU)
+        reference_cpu.append(results["B"]["cpu"] or NO_CPU)
         print(f"run {run}: ratio {sagas[-1] / references[-1]:.2f}", flush=True)
+        print_cpu(f"run {run} CPU", saga_cpu[-1], reference_cpu[-1])
+        print(
+            f"run {run} worker start-up (until the first saga / chain started): "
+            f"{saga_cpu[-1]['startup']:.0f} / {reference_cpu[-1]['startup']:.0f} ms CPU (left out of the above)",
+            flush=True,
+        )
 
     saga_rate, reference_rate = statistics.median(sagas), statistics.median(references)
     print(f"median: {saga_rate:.1f} sagas/s, {reference_rate:.1f} reference chains/s", flush=True)
+    cpu = {key: statistics.median(c[key] for c in saga_cpu) for key in CPU_KEYS}
+    ref_cpu = {key: statistics.median(c[key] for c in reference_cpu) for key in CPU_KEYS}
+    print_cpu("median CPU", cpu, ref_cpu)
+    print(
+        "  (postgres: the backends serving the bench database; whole server: every process of the PostgreSQL "
+        "server, its WAL writer and its other databases' work included. The machine may be shared: "
+        "compare runs of one session.)",
+        flush=True,
+    )
     c = phase_c(customer, skus, saga_rate / 2, args.n, log_path)
     print(
         f"C: {c['count']} orders offered at {saga_rate / 2:.1f}/s (achieved {c['offered_rate']:.1f}/s): "
@@ -463,7 +666,11 @@ def main():
     print(f"total time {time.perf_counter() - began:.0f} s")
     print(
         f"sagas_per_s={saga_rate:.1f} reference_chains_per_s={reference_rate:.1f} "
-        f"ratio={saga_rate / reference_rate:.2f} p50_ms={c['p50']:.0f} p99_ms={c['p99']:.0f}",
+        f"ratio={saga_rate / reference_rate:.2f} p50_ms={c['p50']:.0f} p99_ms={c['p99']:.0f} "
+        f"worker_ms={cpu['worker']:.2f} ref_worker_ms={ref_cpu['worker']:.2f} "
+        f"pg_ms={cpu['pg']:.2f} ref_pg_ms={ref_cpu['pg']:.2f} "
+        f"redis_ms={cpu['redis']:.2f} ref_redis_ms={ref_cpu['redis']:.2f} "
+        f"pg_server_ms={cpu['pg_server']:.2f} ref_pg_server_ms={ref_cpu['pg_server']:.2f}",
         flush=True,
     )
 

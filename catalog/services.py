@@ -1,15 +1,15 @@
 """Stock operations. Every change to ``StockLevel`` goes through here.
 
 Reserving never reads-then-writes: each line is one conditional UPDATE
-(``reserved = reserved + q WHERE on_hand - reserved >= q``), taken in product-id
-order so two orders never wait on each other's rows in opposite orders. On
-PostgreSQL a concurrent UPDATE re-checks its WHERE clause after the row lock is
-released, so the check and the write are one atomic step; the CHECK
-constraints are the last line of defence.
+under row locks taken in product-id order, so two orders never wait on each
+other's rows in opposite orders (``stock_reserve``). The catalog is given the
+lines it reserves: it does not read the orders' tables. The CHECK constraints
+are the last line of defence.
 """
 
 from collections import defaultdict
 from datetime import timedelta
+from functools import cache
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -58,88 +58,27 @@ def _quantities_by_product(lines):
     return sorted(quantities.items())
 
 
-def stock_reserve(*, order, ttl_seconds=None) -> Reservation:
-    """Hold the stock for every line of ``order``, all or nothing.
+def stock_reserve(*, order, lines, ttl_seconds=None) -> Reservation:
+    """Hold the stock for ``lines`` (``[(product_id, quantity)]``) of ``order``, all or nothing.
 
     Idempotent: an order that already has a reservation gets it back. Raises
     ``OutOfStock`` (and changes nothing) when any line cannot be covered.
+    One statement (``_reserve_sql``): it runs in every saga.
     """
     ttl = settings.RESERVATION_TTL_SECONDS if ttl_seconds is None else ttl_seconds
-    expires_at = timezone.now() + timedelta(seconds=ttl)
-    if connection.vendor == "postgresql":
-        return _reserve_in_one_statement(order, expires_at)
-    return _reserve_line_by_line(order, expires_at)
-
-
-@transaction.atomic
-def _reserve_line_by_line(order, expires_at) -> Reservation:
-    """``stock_reserve`` on any database: one conditional UPDATE per line, in a savepoint."""
-    existing = Reservation.objects.filter(order=order).first()
-    if existing is not None:
-        return existing
-
-    quantities = _quantities_by_product(order.lines.values_list("product_id", "quantity"))
-    short = []
-    for product_id, quantity in quantities:
-        updated = StockLevel.objects.filter(product_id=product_id, on_hand__gte=F("reserved") + quantity).update(
-            reserved=F("reserved") + quantity
-        )
-        if not updated:
-            short.append(product_id)
-    if short:
-        raise OutOfStock(Product.objects.filter(pk__in=short).values_list("sku", flat=True))
-
-    reservation = Reservation.objects.create(order=order, expires_at=expires_at)
-    ReservationLine.objects.bulk_create(
-        ReservationLine(reservation=reservation, product_id=product_id, quantity=quantity)
-        for product_id, quantity in quantities
-    )
-    return reservation
-
-
-# ``stock_reserve`` on PostgreSQL: the same rules in one statement, so it needs
-# no savepoint and costs one round trip (it runs in every saga). ``stock`` locks
-# every line's stock row in product order (as the line-by-line version does)
-# and, having waited for a lock, sees the row as last committed (READ COMMITTED
-# re-reads it); the UPDATE then re-reads the same locked rows. Nothing is written
-# unless every line is covered and the order has no reservation yet.
-_RESERVE_SQL = """
-WITH wanted AS (
-  SELECT product_id, sum(quantity) AS quantity FROM orders_orderline
-  WHERE order_id = %(order_id)s GROUP BY product_id
-), existing AS (
-  SELECT id FROM catalog_reservation WHERE order_id = %(order_id)s
-), stock AS (
-  SELECT s.product_id, s.on_hand - s.reserved >= w.quantity AS enough
-  FROM catalog_stocklevel s JOIN wanted w ON w.product_id = s.product_id
-  WHERE NOT EXISTS (SELECT 1 FROM existing)
-  ORDER BY s.product_id
-  FOR UPDATE OF s
-), short AS (
-  SELECT w.product_id FROM wanted w LEFT JOIN stock USING (product_id) WHERE stock.enough IS NOT TRUE
-), held AS (
-  UPDATE catalog_stocklevel s SET reserved = s.reserved + w.quantity
-  FROM wanted w
-  WHERE s.product_id = w.product_id AND NOT EXISTS (SELECT 1 FROM existing) AND NOT EXISTS (SELECT 1 FROM short)
-), reservation AS (
-  INSERT INTO catalog_reservation (order_id, status, expires_at, created_at, updated_at)
-  SELECT %(order_id)s, %(status)s, %(expires_at)s, %(now)s, %(now)s
-  WHERE NOT EXISTS (SELECT 1 FROM existing) AND NOT EXISTS (SELECT 1 FROM short)
-  RETURNING id
-), lines AS (
-  INSERT INTO catalog_reservationline (reservation_id, product_id, quantity)
-  SELECT reservation.id, wanted.product_id, wanted.quantity FROM reservation, wanted ORDER BY wanted.product_id
-)
-SELECT (SELECT id FROM existing), (SELECT id FROM reservation),
-       ARRAY(SELECT p.sku FROM short JOIN catalog_product p ON p.id = short.product_id)
-"""
-
-
-def _reserve_in_one_statement(order, expires_at) -> Reservation:
     now = timezone.now()
-    params = {"order_id": order.pk, "status": ReservationStatus.ACTIVE, "expires_at": expires_at, "now": now}
+    expires_at = now + timedelta(seconds=ttl)
+    quantities = _quantities_by_product(lines)
+    params = {
+        "order_id": order.pk,
+        "product_ids": [product_id for product_id, _ in quantities],
+        "quantities": [quantity for _, quantity in quantities],
+        "status": ReservationStatus.ACTIVE,
+        "expires_at": expires_at,
+        "now": now,
+    }
     with connection.cursor() as cursor:
-        cursor.execute(_RESERVE_SQL, params)
+        cursor.execute(_reserve_sql(), params)
         existing_id, reservation_id, short = cursor.fetchone()
     if existing_id is not None:
         return Reservation.objects.get(pk=existing_id)
@@ -155,6 +94,58 @@ def _reserve_in_one_statement(order, expires_at) -> Reservation:
     )
     reservation._state.adding = False
     return reservation
+
+
+@cache
+def _reserve_sql():
+    """``stock_reserve`` as one statement: no savepoint, one round trip.
+
+    ``stock`` locks every line's stock row in product order (two orders never wait on
+    each other's rows crosswise) and, having waited for a lock, sees the row as last
+    committed (READ COMMITTED re-reads it); the UPDATE then changes the same locked
+    rows. Nothing is written unless every line is covered and the order has no
+    reservation yet. The writes touch different tables, and each reads only what the
+    snapshot and the locks already show, so the order PostgreSQL runs them in does not matter.
+    """
+    qn = connection.ops.quote_name
+    res, line, level, product = Reservation._meta, ReservationLine._meta, StockLevel._meta, Product._meta
+
+    def c(meta, name):
+        return qn(meta.get_field(name).column)
+
+    return f"""
+WITH wanted AS (
+  SELECT * FROM unnest(%(product_ids)s::bigint[], %(quantities)s::integer[]) AS w(product_id, quantity)
+), existing AS (
+  SELECT {c(res, "id")} AS id FROM {qn(res.db_table)} WHERE {c(res, "order")} = %(order_id)s
+), stock AS (
+  SELECT s.{c(level, "product")} AS product_id,
+         s.{c(level, "on_hand")} - s.{c(level, "reserved")} >= w.quantity AS enough
+  FROM {qn(level.db_table)} s JOIN wanted w ON w.product_id = s.{c(level, "product")}
+  WHERE NOT EXISTS (SELECT 1 FROM existing)
+  ORDER BY s.{c(level, "product")}
+  FOR UPDATE OF s
+), short AS (
+  SELECT w.product_id FROM wanted w LEFT JOIN stock USING (product_id) WHERE stock.enough IS NOT TRUE
+), held AS (
+  UPDATE {qn(level.db_table)} s SET {c(level, "reserved")} = s.{c(level, "reserved")} + w.quantity
+  FROM wanted w
+  WHERE s.{c(level, "product")} = w.product_id
+    AND NOT EXISTS (SELECT 1 FROM existing) AND NOT EXISTS (SELECT 1 FROM short)
+), reservation AS (
+  INSERT INTO {qn(res.db_table)} ({c(res, "order")}, {c(res, "status")}, {c(res, "expires_at")},
+                                  {c(res, "created_at")}, {c(res, "updated_at")})
+  SELECT %(order_id)s, %(status)s, %(expires_at)s, %(now)s, %(now)s
+  WHERE NOT EXISTS (SELECT 1 FROM existing) AND NOT EXISTS (SELECT 1 FROM short)
+  RETURNING {c(res, "id")} AS id
+), lines AS (
+  INSERT INTO {qn(line.db_table)} ({c(line, "reservation")}, {c(line, "product")}, {c(line, "quantity")})
+  SELECT reservation.id, wanted.product_id, wanted.quantity FROM reservation, wanted ORDER BY wanted.product_id
+)
+SELECT (SELECT id FROM existing), (SELECT id FROM reservation),
+       ARRAY(SELECT p.{c(product, "sku")} FROM short
+             JOIN {qn(product.db_table)} p ON p.{c(product, "id")} = short.product_id)
+"""
 
 
 def _lock_active(reservation_id):
@@ -230,7 +221,7 @@ def reservation_commit(*, reservation) -> bool:
 
 
 @transaction.atomic
-def reservation_renew(*, order, paid=False) -> Reservation:
+def reservation_renew(*, order, lines, paid=False) -> Reservation:
     """Hold the stock of ``order`` again after its hold ended: all or nothing, by ``stock_reserve``'s rule.
 
     For a saga that resumes after waiting for an operator: its hold may have
@@ -244,7 +235,7 @@ def reservation_renew(*, order, paid=False) -> Reservation:
         return current
     if current is not None:
         current.delete()  # its transitions stay in the audit trail; the order has one reservation
-    reservation = stock_reserve(order=order)
+    reservation = stock_reserve(order=order, lines=lines)
     if paid:
         reservation_hold(order=order)
         reservation.expires_at = None
@@ -266,12 +257,23 @@ def order_stock_commit(*, order) -> Reservation:
     return reservation
 
 
-def reservation_hold(*, order) -> None:
+def reservation_hold(*, order, batch=None) -> None:
     """Keep the order's stock until it ships or is cancelled (the order is paid): one UPDATE.
 
-    Nobody reads its result, so inside ``sql.deferring`` (a saga's record) it waits for the last statement.
+    Nobody reads its result: with ``batch`` (a saga's record) it goes out with the batch.
     """
-    sql.write(
-        "UPDATE catalog_reservation SET expires_at = NULL, updated_at = %s WHERE order_id = %s AND status = %s",
-        [timezone.now(), order.pk, ReservationStatus.ACTIVE],
+    sql.write(*_hold_statement(order), batch=batch)
+
+
+def _hold_statement(order):
+    table, expires_at, updated_at, order_id, status = _columns(
+        Reservation, "expires_at", "updated_at", "order", "status"
     )
+    text = f"UPDATE {table} SET {expires_at} = NULL, {updated_at} = %s WHERE {order_id} = %s AND {status} = %s"
+    return text, [timezone.now(), order.pk, ReservationStatus.ACTIVE]
+
+
+def _columns(model, *names):
+    """The quoted table of ``model``, then the quoted column of each field in ``names``."""
+    qn, meta = connection.ops.quote_name, model._meta
+    return [qn(meta.db_table), *(qn(meta.get_field(name).column) for name in names)]

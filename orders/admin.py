@@ -69,7 +69,7 @@ class EstimatedCountPaginator(Paginator):
     @cached_property
     def count(self):
         query = getattr(self.object_list, "query", None)
-        if query is not None and not query.where and connection.vendor == "postgresql":
+        if query is not None and not query.where:
             with connection.cursor() as cursor:
                 cursor.execute(
                     "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [query.model._meta.db_table]

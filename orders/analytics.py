@@ -2,7 +2,7 @@
 
 Incremental updates run inside the transaction that changes the order, as
 ``INSERT … ON CONFLICT DO UPDATE SET x = x + n`` on counter rows (one
-statement per transition on PostgreSQL). ``rebuild`` recomputes every
+statement per counter row, sent together). ``rebuild`` recomputes every
 figure from the orders and the audit trail; a test checks both agree.
 """
 
@@ -65,41 +65,55 @@ def _bump_statement(model, rows):
     return text, params
 
 
-def _bump(model, lookup, **deltas):
-    """``field = field + delta`` on the row ``lookup``, which is created if missing."""
-    sql.write(*_bump_statement(model, [(lookup, deltas)]))
+# Writers below send their statements in this order (one round trip: ``sql.Batch``)
+# and take the counter rows in the same order (statuses, day, products), so two
+# transactions never wait on each other's rows crosswise.
 
 
-# Writers below send their statements with ``sql.write_all`` (in this order; one
-# statement on PostgreSQL) and take the counter rows in the same order (statuses,
-# day, products), so two transactions never wait on each other's rows crosswise.
-
-
-# Units and revenue of every product on an order, added to (or taken off) its sales row.
-_PRODUCT_SALES_SQL = (
-    "INSERT INTO orders_productsalesstats (product_id, units, revenue) "
-    "SELECT product_id, %s * SUM(quantity), %s * SUM(line_total) FROM orders_orderline WHERE order_id = %s "
-    "GROUP BY product_id ORDER BY product_id "
-    "ON CONFLICT (product_id) DO UPDATE SET units = orders_productsalesstats.units + excluded.units, "
-    "revenue = orders_productsalesstats.revenue + excluded.revenue"
-)
+@cache
+def _product_sales_sql():
+    """Units and revenue of every product on an order, added to (or taken off) its sales row."""
+    qn = connection.ops.quote_name
+    sales, lines = ProductSalesStats._meta, OrderLine._meta
+    table = qn(sales.db_table)
+    product, units, revenue = (qn(sales.get_field(name).column) for name in ("product", "units", "revenue"))
+    line_product, quantity, line_total, order = (
+        qn(lines.get_field(name).column) for name in ("product", "quantity", "line_total", "order")
+    )
+    return (
+        f"INSERT INTO {table} ({product}, {units}, {revenue}) "
+        f"SELECT {line_product}, %s * SUM({quantity}), %s * SUM({line_total}) FROM {qn(lines.db_table)} "
+        f"WHERE {order} = %s GROUP BY {line_product} ORDER BY {line_product} "
+        f"ON CONFLICT ({product}) DO UPDATE SET {units} = {table}.{units} + excluded.{units}, "
+        f"{revenue} = {table}.{revenue} + excluded.{revenue}"
+    )
 
 
 def _day(order):
     return {"day": order.created_at.date(), "currency": order.currency}
 
 
-def order_placed(order):
-    sql.write_all(
+def _write(statements, batch):
+    """Send ``statements`` in this order: added to ``batch``, or in one round trip of their own."""
+    own = batch if batch is not None else sql.Batch()
+    for statement in statements:
+        own.add(*statement)
+    if batch is None:
+        own.send()
+
+
+def order_placed(order, *, batch=None):
+    _write(
         [
             _bump_statement(OrderStatusCount, [({"status": OrderStatus.PENDING}, {"count": 1})]),
             _bump_statement(DailyOrderStats, [(_day(order), {"placed": 1})]),
-        ]
+        ],
+        batch,
     )
 
 
-def order_moved(order, source, target):
-    """Every figure a transition changes, in one statement on PostgreSQL (it runs in every saga step)."""
+def order_moved(order, source, target, *, batch=None):
+    """Every figure a transition changes (it runs in every saga step); added to ``batch`` if given."""
     moves = sorted([(source, -1), (target, 1)])  # both rows in one statement, in status order
     statements = [_bump_statement(OrderStatusCount, [({"status": status}, {"count": n}) for status, n in moves])]
     day, sign = {}, 0
@@ -111,12 +125,12 @@ def order_moved(order, source, target):
     if day:  # one statement for the row: a statement cannot change one row twice
         statements.append(_bump_statement(DailyOrderStats, [(_day(order), day)]))
     if sign:
-        statements.append((_PRODUCT_SALES_SQL, [sign, sign, order.pk]))
-    sql.write_all(statements)
+        statements.append((_product_sales_sql(), [sign, sign, order.pk]))
+    _write(statements, batch)
 
 
 def step_failed(step):
-    _bump(StepFailureStats, {"step": step}, failures=1)
+    _write([_bump_statement(StepFailureStats, [({"step": step}, {"failures": 1})])], None)
 
 
 @transaction.atomic

@@ -108,3 +108,8 @@ def dashboard_figures(*, now=None):
         "needs_attention": Order.objects.filter(status=OrderStatus.NEEDS_ATTENTION).count(),
         "failed_sagas": SagaRun.objects.filter(status=SagaStatus.FAILED).count(),
     }
+
+
+def order_stock_lines(order) -> list[tuple[int, int]]:
+    """``[(product_id, quantity)]`` of an order, for the catalog to reserve (its loaded lines if any)."""
+    return [(line.product_id, line.quantity) for line in order.lines.all()]

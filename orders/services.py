@@ -15,6 +15,7 @@ from .models import CANCELLABLE, Order, OrderLine, OrderStatus
 from .saga import engine
 from .saga.engine import saga_create
 from .saga.recovery import SagaActionError, saga_compensate
+from .transitions import order_move
 
 
 class OrderActionRefused(TransitionNotAllowed):
@@ -171,7 +172,7 @@ def order_cancel(*, order, reason="Cancelled at your request.") -> Order:
     either wins or is refused: never both, never a crash.
     """
     with transaction.atomic():
-        saga = engine._lock(order.saga.pk, with_order=True)
+        saga = engine.lock_saga(order.saga.pk, with_order=True)
         order = saga.order
         if order.status in (OrderStatus.COMPENSATING, OrderStatus.CANCELLED):
             return order
@@ -215,7 +216,7 @@ def order_ship(*, order) -> Order:
     shipment = order.shipments.filter(status=ShipmentStatus.CREATED).first()
     if shipment is None:
         raise OrderNotShippable("The order has no booked shipment: it cannot be shipped.")
-    order.ship()
+    order_move(order, "ship")
     shipment_mark_dispatched(shipment=shipment)
     try:
         order_stock_commit(order=order)
@@ -224,7 +225,6 @@ def order_ship(*, order) -> Order:
             f"No stock is held for this order ({exc}): shipping it would sell the same units twice. "
             "Cancel the order instead."
         ) from exc
-    order.save(update_fields=["status", "updated_at"])
     return order
 
 
@@ -242,7 +242,6 @@ def order_deliver(*, order) -> Order:
     shipment = order.shipments.filter(status=ShipmentStatus.DISPATCHED).first()
     if shipment is None:
         raise OrderNotDeliverable("The order has no dispatched shipment: it cannot be delivered.")
-    order.deliver()
+    order_move(order, "deliver")
     shipment_mark_delivered(shipment=shipment)
-    order.save(update_fields=["status", "updated_at"])
     return order

@@ -11,7 +11,7 @@ from django.db import InterfaceError, OperationalError
 from .saga import engine, recovery
 from .saga.steps import ORDER_FULFILMENT
 
-STEP_TASKS = {}
+STEP_TASKS = {}  # by step name; the engine sends them by task name (``orders.saga.<step>``)
 
 
 def _run(task, runner, saga_id, name):

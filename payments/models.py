@@ -55,7 +55,8 @@ class Payment(FSMModelMixin, models.Model):
         self.gateway_reference = reference or self.gateway_reference
 
     @transition(field=status, source=[PaymentStatus.PENDING, PaymentStatus.AUTHORIZED], target=PaymentStatus.CAPTURED)
-    def capture(self, reference=""):
+    def capture(self, reference="", batch=None):
+        """``batch``: the ``config.sql.Batch`` the audit event of this transition joins (``audit.receivers``)."""
         self.gateway_reference = reference or self.gateway_reference
 
     @transition(field=status, source=[PaymentStatus.PENDING, PaymentStatus.AUTHORIZED], target=PaymentStatus.FAILED)

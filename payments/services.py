@@ -34,15 +34,18 @@ def _payment_for_key(*, order, amount, currency, gateway, idempotency_key) -> Pa
     return payment
 
 
-def payment_record_capture(*, order, amount, currency, gateway, reference, idempotency_key) -> Payment:
-    """Record a successful charge (idempotent on ``idempotency_key``); joins the caller's transaction."""
+def payment_record_capture(*, order, amount, currency, gateway, reference, idempotency_key, batch=None) -> Payment:
+    """Record a successful charge (idempotent on ``idempotency_key``); joins the caller's transaction.
+
+    With ``batch`` the capture and its audit event go out with the batch.
+    """
     with transaction.atomic(savepoint=False):
         payment = _payment_for_key(
             order=order, amount=amount, currency=currency, gateway=gateway, idempotency_key=idempotency_key
         )
         if payment.status in (PaymentStatus.PENDING, PaymentStatus.AUTHORIZED):
-            payment.capture(reference=reference)
-            sql.update_later(payment, ["status", "gateway_reference", "updated_at"])  # held back in a saga's record
+            payment.capture(reference=reference, batch=batch)
+            sql.write(*sql.update_statement(payment, ["status", "gateway_reference", "updated_at"]), batch=batch)
     return payment
 
 

@@ -16,7 +16,7 @@ from orders.invariants import (
     cancelled_orders_were_told_last,
 )
 from orders.models import Order
-from orders.saga import engine
+from orders.saga import events as saga_events
 from payments.gateways import FakeGateway, GatewayError, PaymentDeclined
 from shipping.carriers import BookingCancelled, CarrierUnavailable, FakeCarrier
 from shipping.services import shipment_cancel
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.django_db(transaction=True)  # the adapters refuse to r
 
 @pytest.fixture(autouse=True)
 def no_transport(monkeypatch):
-    monkeypatch.setattr(engine, "dispatch", lambda saga_id, names: None)
+    monkeypatch.setattr(saga_events, "dispatch", lambda saga_id, names: None)
 
 
 @pytest.fixture(autouse=True)

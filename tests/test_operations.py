@@ -6,13 +6,12 @@ import pytest
 from django.utils import timezone
 
 from catalog.models import Reservation, StockLevel
-from catalog.services import stock_reserve
 from notifications.models import Notification
 from notifications.services import notification_queue
 from orders.models import Order, SagaRun
-from orders.saga import engine
+from orders.saga import events as saga_events
 from orders.tasks import expire_reservations
-from tests.factories import ProductFactory, place_order
+from tests.factories import ProductFactory, place_order, reserve_stock
 
 pytestmark = pytest.mark.django_db
 
@@ -20,12 +19,12 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def sent(monkeypatch):
     calls = []
-    monkeypatch.setattr(engine, "dispatch", lambda saga_id, names: calls.append(names))
+    monkeypatch.setattr(saga_events, "dispatch", lambda saga_id, names: calls.append(names))
     return calls
 
 
 def overdue(order):
-    reservation = stock_reserve(order=order)
+    reservation = reserve_stock(order)
     Reservation.objects.filter(pk=reservation.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     return reservation
 
@@ -65,7 +64,7 @@ def test_an_overdue_hold_without_a_live_saga_just_expires():
 
 def test_a_paid_order_keeps_its_stock():
     order = place_order()
-    reservation = stock_reserve(order=order)
+    reservation = reserve_stock(order)
     Reservation.objects.filter(pk=reservation.pk).update(expires_at=None)
     assert expire_reservations() == {"compensating": 0, "expired": 0, "skipped": 0}
 

@@ -1,9 +1,11 @@
 """config/sql.py: prepared single-row INSERT and UPDATE."""
 
+import re
 from decimal import Decimal
 
 import pytest
 from django.db import IntegrityError
+from psycopg import pq
 
 from config import sql
 from payments.models import Payment
@@ -63,60 +65,101 @@ def _audit_events():
     return list(AuditEvent.objects.order_by("id").values_list("event", flat=True))
 
 
-def test_held_writes_run_with_the_last_statement_in_the_order_they_were_made():
-    from django.db import connection, transaction
-
-    from audit.services import audit_record
-
-    with transaction.atomic(), connection.cursor() as cursor, sql.deferring() as held:
-        first = audit_record(object_type="x", object_id="1", event="first")
-        audit_record(object_type="x", object_id="1", event="second")
-        assert first.pk is None and _audit_events() == []  # held back, not yet sent
-        row = held.execute(cursor, "n AS (SELECT 41 AS v)", "(SELECT v FROM n) + %s", [1])
-        assert row == (42,)
-        assert _audit_events() == ["first", "second"]  # the ids follow the order of the calls
-        audit_record(object_type="x", object_id="1", event="left over")
-    assert _audit_events() == ["first", "second", "left over"]  # still held at the end: run then
-
-
-def test_held_writes_are_dropped_when_the_block_raises():
+def test_a_batch_runs_its_writes_in_the_order_added_then_its_last_statement():
     from django.db import transaction
 
     from audit.services import audit_record
 
-    with pytest.raises(RuntimeError), transaction.atomic(), sql.deferring():
-        audit_record(object_type="x", object_id="1", event="never")
+    with transaction.atomic():
+        batch = sql.Batch()
+        first = audit_record(object_type="x", object_id="1", event="first", batch=batch)
+        audit_record(object_type="x", object_id="1", event="second", batch=batch)
+        assert first.pk is None and _audit_events() == []  # added, not yet sent
+        rows = batch.send("SELECT count(*) + %s FROM audit_auditevent", [40])
+        assert rows == [(42,)]  # the last statement sees what the ones before it wrote
+        assert _audit_events() == ["first", "second"]  # the ids follow the order of the calls
+
+
+def test_two_writes_to_one_row_in_a_batch_both_count():
+    """Unlike two sub-statements of one WITH (one snapshot, "only one of the modifications takes place")."""
+    from django.db import transaction
+
+    from orders.analytics import order_moved
+    from orders.models import OrderStatusCount
+
+    order = place_order(products=[ProductFactory()])
+    with transaction.atomic():
+        batch = sql.Batch()
+        order_moved(order, "pending", "reserved", batch=batch)
+        order_moved(order, "pending", "reserved", batch=batch)
+        batch.send()
+    assert OrderStatusCount.objects.get(status="reserved").count == 2
+
+
+def test_a_batch_is_one_message_and_one_answer(tmp_path):
+    """One execute that Django's wrappers see, one message to the server, and the client waits once:
+    in libpq's trace every message it sent comes before every answer."""
+    from django.db import connection, transaction
+
+    from audit.services import audit_record
+
+    seen = []
+
+    def watch(execute, sql_text, params, many, context):
+        seen.append(sql_text)
+        return execute(sql_text, params, many, context)
+
+    trace = tmp_path / "libpq.trace"
+    with transaction.atomic(), connection.execute_wrapper(watch), open(trace, "w") as out:
+        batch = sql.Batch()
+        for n in range(3):
+            audit_record(object_type="x", object_id=str(n), event="e", batch=batch)
+        pgconn = connection.connection.pgconn
+        pgconn.trace(out.fileno())
+        pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        rows = batch.send("SELECT 41 + %s", [1])
+        pgconn.untrace()
+    assert rows == [(42,)]
+    assert len(seen) == 1 and seen[0].count("INSERT INTO") == 3
+    lines = trace.read_text().splitlines()
+    messages = [line.split("\t")[:3:2] for line in lines if line.startswith(("F\t", "B\t"))]
+    assert re.fullmatch("F+B+", "".join(direction for direction, _ in messages)), messages
+    assert [name for direction, name in messages if direction == "F"] == ["Query"]
+
+
+def test_a_failing_statement_in_a_batch_rolls_back_the_block_with_djangos_error():
+    from django.db import IntegrityError, connection, transaction
+
+    from audit.services import audit_record
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        batch = sql.Batch()
+        audit_record(object_type="x", object_id="1", event="before", batch=batch)
+        batch.add("INSERT INTO orders_orderstatuscount (status, count) VALUES (NULL, 1)", [])
+        audit_record(object_type="x", object_id="1", event="after", batch=batch)
+        batch.send()
+    assert _audit_events() == []
+    with connection.cursor() as cursor:  # the connection is still usable
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
+
+
+def test_a_batch_never_sent_leaves_nothing_when_the_block_raises():
+    from django.db import transaction
+
+    from audit.services import audit_record
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        batch = sql.Batch()
+        audit_record(object_type="x", object_id="1", event="sent", batch=batch)
+        batch.send()
+        audit_record(object_type="x", object_id="1", event="never", batch=batch)
         raise RuntimeError
     assert _audit_events() == []
 
 
-def test_insert_later_outside_a_deferring_block_inserts_at_once():
+def test_without_a_batch_a_write_happens_at_once():
     from audit.services import audit_record
 
     event = audit_record(object_type="x", object_id="1", event="now")
     assert event.pk is not None and _audit_events() == ["now"]
-
-
-def test_writes_still_held_at_the_end_of_the_block_run_as_one_statement():
-    from django.db import connection, transaction
-    from django.test.utils import CaptureQueriesContext
-
-    from audit.services import audit_record
-
-    payment = Payment.objects.create(
-        order=place_order(products=[ProductFactory()]),
-        amount=Decimal("1.00"),
-        currency="EUR",
-        gateway="fake",
-        idempotency_key="held",
-    )
-    with CaptureQueriesContext(connection) as queries, transaction.atomic():
-        with sql.deferring():
-            payment.capture(reference="ch_held")  # its audit event is held back too
-            sql.update_later(payment, ["status", "gateway_reference", "updated_at"])
-            audit_record(object_type="x", object_id="1", event="also held")
-            assert Payment.objects.get(pk=payment.pk).status == "pending"
-        sent = [q["sql"] for q in queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
-    assert len(sent) == 2 and sent[1].startswith("WITH held0")  # the SELECT above, then every held write at once
-    assert Payment.objects.get(pk=payment.pk).status == "captured"
-    assert _audit_events() == ["capture", "also held"]

@@ -1,9 +1,9 @@
 """The database refuses UPDATE and DELETE on audit events.
 
-PostgreSQL: a trigger raises unless the transaction set
+A PostgreSQL trigger raises unless the transaction set
 ``audit.allow_purge = 'on'`` (``SET LOCAL``), which only the retention cleanup
-does, and only for DELETE. SQLite (the embedded demo): triggers that always
-refuse. TRUNCATE (test-database flushes) is not a row operation and passes.
+does, and only for DELETE. TRUNCATE (test-database flushes) is not a row
+operation and passes.
 """
 
 from django.db import migrations
@@ -26,31 +26,14 @@ PG_BACKWARD = """
 DROP TRIGGER IF EXISTS audit_event_append_only ON audit_auditevent;
 DROP FUNCTION IF EXISTS audit_event_append_only();
 """
-SQLITE_FORWARD = [
-    """CREATE TRIGGER audit_event_no_update BEFORE UPDATE ON audit_auditevent
-       BEGIN SELECT RAISE(ABORT, 'audit events are append-only: UPDATE refused'); END;""",
-    """CREATE TRIGGER audit_event_no_delete BEFORE DELETE ON audit_auditevent
-       BEGIN SELECT RAISE(ABORT, 'audit events are append-only: DELETE refused'); END;""",
-]
-SQLITE_BACKWARD = ["DROP TRIGGER IF EXISTS audit_event_no_update;", "DROP TRIGGER IF EXISTS audit_event_no_delete;"]
 
 
 def forward(apps, schema_editor):
-    vendor = schema_editor.connection.vendor
-    if vendor == "postgresql":
-        schema_editor.execute(PG_FORWARD, params=None)
-    elif vendor == "sqlite":
-        for statement in SQLITE_FORWARD:
-            schema_editor.execute(statement)
+    schema_editor.execute(PG_FORWARD, params=None)
 
 
 def backward(apps, schema_editor):
-    vendor = schema_editor.connection.vendor
-    if vendor == "postgresql":
-        schema_editor.execute(PG_BACKWARD)
-    elif vendor == "sqlite":
-        for statement in SQLITE_BACKWARD:
-            schema_editor.execute(statement)
+    schema_editor.execute(PG_BACKWARD)
 
 
 class Migration(migrations.Migration):

@@ -27,8 +27,9 @@ class Step:
     compensate: Callable  # (order, idempotency_key of the step) -> dict
     advance: str  # the Order transition to call when the step succeeded
     # Runs in the recording transaction with the action's result; returns the step's result.
-    # External steps record what the other system answered here, so it commits with the step.
-    record: Callable = field(default=lambda order, key, result: result)
+    # External steps record what the other system answered here, so it commits with the step;
+    # writes nobody reads back go into ``batch`` (a ``config.sql.Batch``), sent with the record.
+    record: Callable = field(default=lambda order, key, result, batch: result)
     time_limit: int = 30  # seconds; the task's soft time limit
     local: bool = False  # the action only writes our database: run it in the recording transaction (it must be atomic)
 

@@ -15,6 +15,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from orders.models import ACTIVE_SAGA_STATUSES, CANCELLABLE, OrderStatus, SagaRun, SagaStatus, StepKind, StepStatus
+from orders.selectors import order_stock_lines
+from orders.transitions import order_move
 
 from . import engine
 
@@ -35,7 +37,7 @@ def sagas_idle(*, idle_seconds=None, now=None):
 def saga_redrive(saga_id, *, now=None) -> str:
     """Send an idle saga's next step (or compensation) again. Returns what it did."""
     with transaction.atomic():
-        saga = engine._lock(saga_id)
+        saga = engine.lock_saga(saga_id)
         if saga is None:
             raise SagaActionError(f"No saga {saga_id}.")
         now = now or timezone.now()
@@ -44,7 +46,7 @@ def saga_redrive(saga_id, *, now=None) -> str:
         if saga.status == SagaStatus.COMPENSATING:
             step = saga.steps.filter(kind=StepKind.COMPENSATION).exclude(status=StepStatus.SUCCEEDED).first()
             if step is None:
-                engine._finish_compensation(saga, now)
+                engine.finish_compensation(saga, now)
                 return "compensation finished"
             if engine.in_flight(saga, step, now):
                 return f"waiting: {step.name} is in progress"
@@ -56,7 +58,7 @@ def saga_redrive(saga_id, *, now=None) -> str:
             if engine.in_flight(saga, step, now):
                 return f"waiting: {step.name} is in progress"
             if saga.cancel_requested or now >= saga.deadline_at:
-                engine._begin_compensation_for_stop(saga, now)
+                engine.compensate_for_stop(saga, now)
                 return "compensating: " + ("cancel requested" if saga.cancel_requested else "deadline passed")
             names = engine.forward_names(saga, step.name)
         saga.redrives += 1
@@ -88,14 +90,14 @@ def saga_retry(saga_id) -> str:
     saga is compensated instead (the order ends ``cancelled``).
     """
     with transaction.atomic():
-        saga = engine._lock(saga_id)
+        saga = engine.lock_saga(saga_id)
         if saga is None:
             raise SagaActionError(f"No saga {saga_id}.")
         if saga.status != SagaStatus.FAILED:
             if saga.is_active:
                 return saga_redrive(saga.pk)
             raise SagaActionError(f"Saga is {saga.status}: only failed or stuck sagas can be retried.")
-        order = engine._lock_order(saga)
+        order = engine.lock_order(saga)
         compensations = saga.steps.filter(kind=StepKind.COMPENSATION)
         if compensations.exists():
             for step in compensations.filter(status__in=[StepStatus.FAILED, StepStatus.RUNNING]):
@@ -103,8 +105,7 @@ def saga_retry(saga_id) -> str:
                 step.save(update_fields=["status", "deliveries", "attempts", "task_id"])
             saga.status, saga.finished_at = SagaStatus.COMPENSATING, None
             saga.save(update_fields=["status", "finished_at", "updated_at"])
-            order.start_compensation(order.cancel_reason)
-            order.save(update_fields=["status", "cancel_reason", "updated_at"])
+            order_move(order, "start_compensation", order.cancel_reason)
             names = engine.pending_compensations(saga)
         else:
             if not _hold_stock_again(saga, order):
@@ -121,8 +122,7 @@ def saga_retry(saga_id) -> str:
             saga.status, saga.finished_at, saga.error = SagaStatus.RUNNING, None, ""
             saga.deadline_at = timezone.now() + timedelta(seconds=settings.SAGA_DEADLINE_SECONDS)
             saga.save(update_fields=["status", "finished_at", "error", "deadline_at", "updated_at"])
-            order.resume(resume_state(saga))
-            order.save(update_fields=["status", "updated_at"])
+            order_move(order, "resume", resume_state(saga))
             names = engine.forward_names(saga, step.name)
         engine.dispatch_on_commit(saga.pk, names)
     log.warning("saga retried by operator saga=%s from=%s", saga.pk, names[0])
@@ -137,7 +137,7 @@ def _hold_stock_again(saga, order) -> bool:
     if state == OrderStatus.PENDING:
         return True  # it never reserved: its reserve step runs again
     try:
-        reservation_renew(order=order, paid=state != OrderStatus.RESERVED)
+        reservation_renew(order=order, lines=order_stock_lines(order), paid=state != OrderStatus.RESERVED)
     except OutOfStock:
         return False
     return True
@@ -164,7 +164,7 @@ def saga_compensate(saga_id, *, reason) -> str:
     now: a ship that committed first makes this a clear refusal, not a crash.
     """
     with transaction.atomic():
-        saga = engine._lock(saga_id, with_order=True)
+        saga = engine.lock_saga(saga_id, with_order=True)
         if saga is None:
             raise SagaActionError(f"No saga {saga_id}.")
         if saga.status == SagaStatus.COMPENSATING:
@@ -210,10 +210,10 @@ def saga_resolve(saga_id, *, note) -> str:
         raise SagaActionError(f"Saga is {saga.status}: only failed sagas can be marked resolved.")
     charge_key, charge = _close_outside(saga.order)
     with transaction.atomic():
-        saga = engine._lock(saga_id)
+        saga = engine.lock_saga(saga_id)
         if saga.status != SagaStatus.FAILED:
             raise SagaActionError(f"Saga is {saga.status}: only failed sagas can be marked resolved.")
-        order = engine._lock_order(saga)
+        order = engine.lock_order(saga)
         if charge is not None and not payment_refunded(order=order, idempotency_key=charge_key):
             raise SagaActionError(
                 f"Not resolved: the gateway holds charge {charge.reference} for this order and it was not "
@@ -232,8 +232,7 @@ def saga_resolve(saga_id, *, note) -> str:
         reservation = Reservation.objects.filter(order=order, status=ReservationStatus.ACTIVE).first()
         if reservation is not None:
             reservation_release(reservation=reservation)
-        order.resolve()
-        order.save(update_fields=["status", "cancel_reason", "updated_at"])
+        order_move(order, "resolve")
         saga.status, saga.finished_at = SagaStatus.RESOLVED, timezone.now()
         saga.save(update_fields=["status", "finished_at", "updated_at"])
         audit_record(
@@ -287,7 +286,7 @@ def _expire_one(reservation) -> str:
 
     saga = getattr(reservation.order, "saga", None)
     with transaction.atomic():
-        saga = engine._lock(saga.pk) if saga is not None else None
+        saga = engine.lock_saga(saga.pk) if saga is not None else None
         if saga is not None and saga.status in (SagaStatus.PENDING, SagaStatus.RUNNING):
             try:
                 saga_compensate(saga.pk, reason="We could not complete your order in time.")

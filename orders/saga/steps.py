@@ -22,9 +22,11 @@ from notifications.services import (
     order_email_context,
     order_notification_queue,
 )
+from orders.selectors import order_stock_lines
 from payments.gateways import PaymentDeclined, get_gateway
 from payments.services import payment_due, payment_gateway_charge, payment_record_capture, payment_refund
 from shipping.carriers import AddressRejected, BookingCancelled
+from shipping.selectors import shipment_live
 from shipping.services import shipment_book, shipment_cancel, shipment_record
 
 from .definition import SagaDefinition, Step, StepFailed
@@ -33,7 +35,7 @@ from .definition import SagaDefinition, Step, StepFailed
 # --- reserve_inventory / release_inventory --------------------------------------
 def reserve_inventory(order, key):
     try:
-        reservation = stock_reserve(order=order)
+        reservation = stock_reserve(order=order, lines=order_stock_lines(order))
     except OutOfStock as exc:
         raise StepFailed(f"Sorry, not enough stock for: {', '.join(exc.skus)}.", str(exc)) from exc
     return {"reservation_id": reservation.pk}
@@ -58,7 +60,7 @@ def process_payment(order, key):
     return {"reference": charge.reference, "amount": str(charge.amount), "currency": charge.currency}
 
 
-def record_payment(order, key, result):
+def record_payment(order, key, result, batch):
     if payment_due(order):
         payment = payment_record_capture(
             order=order,
@@ -67,11 +69,14 @@ def record_payment(order, key, result):
             gateway=get_gateway().name,
             reference=result["reference"],
             idempotency_key=key,
+            batch=batch,
         )
         recorded = {"payment_id": payment.pk, "reference": payment.gateway_reference}
     else:
         recorded = {"charged": False, "amount": "0.00", "payment_id": None}  # no Payment row for 0.00
-    reservation_hold(order=order)  # paid (or nothing to pay): the stock is kept until it ships or is cancelled
+    reservation_hold(
+        order=order, batch=batch
+    )  # paid (or nothing to pay): the stock is kept until it ships or is cancelled
     return recorded
 
 
@@ -95,7 +100,7 @@ def create_shipment(order, key):
         raise StepFailed("The order was cancelled.", str(exc)) from exc
 
 
-def record_shipment(order, key, result):
+def record_shipment(order, key, result, batch):
     shipment = shipment_record(order=order, idempotency_key=key, tracking_number=result["tracking_number"])
     return {"shipment_id": shipment.pk, "tracking_number": shipment.tracking_number}
 
@@ -107,7 +112,7 @@ def cancel_shipment(order, key):
 
 # --- send_confirmation / send_cancellation ---------------------------------------
 def send_confirmation(order, key):
-    shipment = order.shipments.exclude(status="cancelled").first()
+    shipment = shipment_live(order=order)
     try:
         notification = notification_queue_and_send(
             template="order_confirmed",
@@ -184,3 +189,8 @@ ORDER_FULFILMENT = SagaDefinition(
 )
 
 DEFINITIONS = {(d.name, d.version): d for d in [ORDER_FULFILMENT]}
+
+
+def definition_of(saga) -> SagaDefinition:
+    """The definition a saga was started under (its name and version)."""
+    return DEFINITIONS[(saga.definition, saga.version)]

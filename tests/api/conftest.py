@@ -15,10 +15,10 @@ def fresh_throttles():
 @pytest.fixture(autouse=True)
 def no_broker(monkeypatch):
     """API tests run no worker: saga chains are recorded instead of sent."""
-    from orders.saga import engine
+    from orders.saga import events as saga_events
 
     sent = []
-    monkeypatch.setattr(engine, "dispatch", lambda saga_id, names: sent.append((saga_id, names)))
+    monkeypatch.setattr(saga_events, "dispatch", lambda saga_id, names: sent.append((saga_id, names)))
     return sent
 
 

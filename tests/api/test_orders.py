@@ -6,7 +6,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from orders.models import Order, SagaRun
-from tests.factories import ADDRESS, ProductFactory, UserFactory, place_order
+from tests.factories import ADDRESS, ProductFactory, UserFactory, place_order, reserve_stock
 
 from .conftest import client_for
 
@@ -236,9 +236,8 @@ def confirmed(order):
     from shipping.models import Shipment
 
     Order.objects.filter(pk=order.pk).update(status="confirmed")
-    from catalog.services import stock_reserve
 
-    stock_reserve(order=order)
+    reserve_stock(order)
     Shipment.objects.create(order=order, carrier="fake", tracking_number="FK1", idempotency_key=str(order.pk))
 
 

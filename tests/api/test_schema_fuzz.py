@@ -91,9 +91,9 @@ def operator_header(transactional_db, monkeypatch):
     from django.contrib.auth.models import Permission
     from rest_framework.throttling import ScopedRateThrottle
 
-    from orders.saga import engine
+    from orders.saga import events as saga_events
 
-    monkeypatch.setattr(engine, "dispatch", lambda saga_id, names: None)  # no broker: sagas stay pending
+    monkeypatch.setattr(saga_events, "dispatch", lambda saga_id, names: None)  # no broker: sagas stay pending
     for scope in ScopedRateThrottle.THROTTLE_RATES:
         monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, scope, "100000/min")
     for sku in SKUS:

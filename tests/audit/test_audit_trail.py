@@ -5,21 +5,20 @@ from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
 
 from audit.models import AuditEvent
-from catalog.services import stock_reserve
 from notifications.models import Notification
 from notifications.services import notification_queue
 from orders.models import Order, SagaRun
-from orders.saga import engine
+from orders.saga import events as saga_events
 from orders.services import order_cancel
 from tests.api.conftest import client_for
-from tests.factories import ProductFactory, place_order
+from tests.factories import ProductFactory, place_order, reserve_stock
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
 def no_broker(monkeypatch):
-    monkeypatch.setattr(engine, "dispatch", lambda saga_id, names: None)
+    monkeypatch.setattr(saga_events, "dispatch", lambda saga_id, names: None)
 
 
 def events(obj):
@@ -44,7 +43,7 @@ def test_staff_api_and_admin_actions_are_recorded_with_the_staff_user(staff, cus
 
     staff.user_permissions.add(*Permission.objects.filter(codename__in=["ship_order", "view_order"]))
     order = place_order(customer=customer, products=[ProductFactory(on_hand=5)])
-    reservation = stock_reserve(order=order)
+    reservation = reserve_stock(order)
     from shipping.models import Shipment
 
     shipment = Shipment.objects.create(order=order, carrier="fake", tracking_number="FK1", idempotency_key="k")

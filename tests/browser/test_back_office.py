@@ -15,7 +15,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from orders.models import Order, SagaRun
-from orders.saga import engine
+from orders.saga import events as saga_events
 from tests.factories import ProductFactory, place_order
 
 SCREENSHOTS = Path(settings.BASE_DIR) / "artifacts" / "screenshots"
@@ -54,7 +54,7 @@ def page(monkeypatch):
 def a_failed_order():
     """An order whose first step kept crashing its worker: the saga is failed, nothing was done."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(engine, "dispatch", lambda saga_id, names: None)
+        patch.setattr(saga_events, "dispatch", lambda saga_id, names: None)
         order = place_order(products=[ProductFactory(sku="MOUSE-01", on_hand=10)])
     saga = order.saga
     saga.steps.filter(name="reserve_inventory").update(

@@ -5,7 +5,6 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from catalog import services
 from catalog.models import Reservation, StockLevel
 from catalog.services import (
     OutOfStock,
@@ -15,17 +14,9 @@ from catalog.services import (
     reservation_release,
     stock_reserve,
 )
-from tests.factories import ProductFactory, UserFactory, place_order
+from tests.factories import ProductFactory, UserFactory, place_order, reserve_stock
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True, params=["one_statement", "line_by_line"])
-def reserve_impl(request, monkeypatch):
-    """Run every test against both ways ``stock_reserve`` works: PostgreSQL's one statement and the portable one."""
-    if request.param == "line_by_line":
-        monkeypatch.setattr(services, "_reserve_in_one_statement", services._reserve_line_by_line)
-    return request.param
 
 
 def stock(product):
@@ -57,7 +48,7 @@ def test_reserving_holds_every_line():
     laptop, mouse = ProductFactory(on_hand=3), ProductFactory(on_hand=10)
     order = place_order(products=[laptop, mouse], quantity=2)
 
-    reservation = stock_reserve(order=order)
+    reservation = reserve_stock(order)
 
     assert reservation.status == "active"
     assert reservation.expires_at > timezone.now()
@@ -71,7 +62,7 @@ def test_reserving_is_all_or_nothing():
     order = place_order(products=[plenty, scarce], quantity=2)
 
     with pytest.raises(OutOfStock) as excinfo:
-        stock_reserve(order=order)
+        reserve_stock(order)
 
     assert excinfo.value.skus == ["SCARCE"]
     assert stock(plenty).reserved == 0
@@ -81,7 +72,7 @@ def test_reserving_is_all_or_nothing():
 
 def test_reserving_leaves_stock_of_other_products_alone():
     wanted, other = ProductFactory(on_hand=5), ProductFactory(on_hand=5)
-    stock_reserve(order=place_order(products=[wanted], quantity=3))
+    reserve_stock(place_order(products=[wanted], quantity=3))
     assert (stock(wanted).reserved, stock(other).reserved) == (3, 0)
 
 
@@ -90,7 +81,7 @@ def test_reserving_a_product_without_a_stock_row_is_out_of_stock():
     order = place_order(products=[product], quantity=1)
     StockLevel.objects.filter(product=product).delete()
     with pytest.raises(OutOfStock) as excinfo:
-        stock_reserve(order=order)
+        reserve_stock(order)
     assert excinfo.value.skus == ["NOSTOCK"]
     assert not Reservation.objects.exists()
 
@@ -98,15 +89,15 @@ def test_reserving_a_product_without_a_stock_row_is_out_of_stock():
 def test_reserving_twice_for_one_order_holds_once():
     product = ProductFactory(on_hand=5)
     order = place_order(products=[product], quantity=2)
-    first = stock_reserve(order=order)
-    second = stock_reserve(order=order)
+    first = reserve_stock(order)
+    second = reserve_stock(order)
     assert first.pk == second.pk
     assert stock(product).reserved == 2
 
 
 def test_release_gives_units_back_once():
     product = ProductFactory(on_hand=5)
-    reservation = stock_reserve(order=place_order(products=[product], quantity=2))
+    reservation = reserve_stock(place_order(products=[product], quantity=2))
 
     assert reservation_release(reservation=reservation) is True
     assert reservation_release(reservation=reservation) is False
@@ -118,7 +109,7 @@ def test_release_gives_units_back_once():
 
 def test_commit_takes_units_off_the_shelf():
     product = ProductFactory(on_hand=5)
-    reservation = stock_reserve(order=place_order(products=[product], quantity=2))
+    reservation = reserve_stock(place_order(products=[product], quantity=2))
 
     assert reservation_commit(reservation=reservation) is True
     assert reservation_release(reservation=reservation) is False  # committed stock is not released
@@ -130,7 +121,7 @@ def test_commit_takes_units_off_the_shelf():
 
 def test_expire_only_after_the_hold_ran_out():
     product = ProductFactory(on_hand=5)
-    reservation = stock_reserve(order=place_order(products=[product], quantity=2))
+    reservation = reserve_stock(place_order(products=[product], quantity=2))
     assert reservation_expire(reservation=reservation) is False
 
     Reservation.objects.filter(pk=reservation.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
@@ -143,7 +134,7 @@ def test_expire_only_after_the_hold_ran_out():
 
 def test_a_held_reservation_never_expires():
     product = ProductFactory(on_hand=5)
-    reservation = stock_reserve(order=place_order(products=[product], quantity=2))
+    reservation = reserve_stock(place_order(products=[product], quantity=2))
     reservation_hold(order=reservation.order)
     reservation.refresh_from_db()
     assert reservation.expires_at is None
@@ -152,7 +143,6 @@ def test_a_held_reservation_never_expires():
 
 @pytest.mark.django_db(transaction=True)
 def test_twenty_concurrent_reservations_of_ten_units_sell_exactly_ten():
-    assert connection.vendor == "postgresql"
     product = ProductFactory(on_hand=10)
     orders = [place_order(customer=UserFactory(), products=[product], quantity=1) for _ in range(20)]
     barrier = threading.Barrier(len(orders))
@@ -161,7 +151,7 @@ def test_twenty_concurrent_reservations_of_ten_units_sell_exactly_ten():
     def reserve(order):
         try:
             barrier.wait()
-            stock_reserve(order=order)
+            reserve_stock(order)
             outcomes.append("reserved")
         except OutOfStock:
             outcomes.append("out_of_stock")
@@ -179,3 +169,13 @@ def test_twenty_concurrent_reservations_of_ten_units_sell_exactly_ten():
     level = stock(product)
     assert (level.on_hand, level.reserved, level.available) == (10, 10, 0)
     assert Reservation.objects.count() == 10
+
+
+def test_the_catalog_reserves_the_lines_it_is_given_not_the_orders_rows():
+    laptop, mouse = ProductFactory(on_hand=3), ProductFactory(on_hand=10)
+    order = place_order(products=[laptop, mouse], quantity=2)
+
+    reservation = stock_reserve(order=order, lines=[(mouse.pk, 1), (mouse.pk, 2)])
+
+    assert list(reservation.lines.values_list("product_id", "quantity")) == [(mouse.pk, 3)]  # one row per product
+    assert (stock(laptop).reserved, stock(mouse).reserved) == (0, 3)

@@ -12,7 +12,6 @@ import sentry_sdk
 from config.celery import app
 from config.sentry import init_sentry
 from orders import signals
-from orders.saga import engine
 from tests.deploy.conftest import ROOT
 from tests.factories import ProductFactory, place_order
 from tests.orders.saga_helpers import wait_for_saga, wait_until
@@ -86,15 +85,16 @@ def exception_types(events):
 @pytest.mark.usefixtures("saga_worker")
 def test_an_exception_raised_by_a_step_task_reaches_sentry(sentry_events, monkeypatch, settings):
     settings.EMAIL_BACKEND = "notifications.backends.FakeEmailBackend"
-    real_claim = engine._claim_forward
+    from orders.saga import store
 
-    def broken_claim(saga_id, name, task_id):
-        if name == "process_payment":
+    real_claim = store.claim
+
+    def broken_claim(**kwargs):
+        if kwargs["name"] == "process_payment":
             raise RuntimeError("a bug in the payment step")
-        return real_claim(saga_id, name, task_id)
+        return real_claim(**kwargs)
 
-    monkeypatch.setattr(engine, "_claim_forward", broken_claim)
-    settings.SAGA_FAST_PATH = False  # the general path claims through _claim_forward
+    monkeypatch.setattr(store, "claim", broken_claim)
     place_order(products=[ProductFactory(price=Decimal("5.00"))], quantity=1)
 
     wait_until(lambda: "RuntimeError" in exception_types(sentry_events), message="the step's error in Sentry")

@@ -58,9 +58,32 @@ def test_importing_the_settings_creates_no_directory(tmp_path):
 
     values = settings_values(clean_env(VAR_DIR=str(var_dir)), "DATABASES", "CELERY_BROKER_URL")
 
-    assert "sqlite3" in values["DATABASES"]
+    assert str(var_dir / "postgres") in values["DATABASES"]
     assert values["CELERY_BROKER_URL"] == "filesystem://"
     assert not var_dir.exists()
+
+
+def test_the_default_database_is_the_embedded_postgresql_under_var_dir(tmp_path):
+    code = "import json; from django.conf import settings; print(json.dumps(settings.DATABASES['default']))"
+    env = clean_env(VAR_DIR=str(tmp_path / "my state"))
+
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+
+    assert result.returncode == 0, result.stderr
+    database = json.loads(result.stdout)
+    assert database["ENGINE"] == "django.db.backends.postgresql"
+    assert (database["NAME"], database["USER"], database["PORT"]) == ("fulfilment", "postgres", "")
+    assert database["HOST"] == str(tmp_path / "my state" / "postgres")  # a socket directory, not a TCP host
+    assert "host" not in database["OPTIONS"]
+
+
+def test_a_database_url_that_is_not_postgresql_stops_start_up_with_a_message(tmp_path):
+    env = clean_env(VAR_DIR=str(tmp_path), DATABASE_URL="mysql://root@127.0.0.1:3306/fulfilment")
+
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True)
+
+    assert result.returncode != 0
+    assert "DATABASE_URL must name a PostgreSQL database" in result.stderr
 
 
 def test_a_command_creates_the_directories_of_the_embedded_default(tmp_path):

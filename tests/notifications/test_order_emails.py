@@ -8,14 +8,14 @@ from django.db import transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
-from catalog.services import stock_reserve
 from notifications import tasks
 from notifications.models import Notification
 from orders.models import Order, SagaRun
 from orders.saga import engine
+from orders.saga import events as saga_events
 from orders.services import order_cancel, order_deliver, order_ship
 from shipping.models import Shipment
-from tests.factories import ProductFactory, place_order
+from tests.factories import ProductFactory, place_order, reserve_stock
 
 pytestmark = pytest.mark.django_db
 
@@ -23,12 +23,12 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def fake_backend(settings, monkeypatch):
     settings.EMAIL_BACKEND = "notifications.backends.FakeEmailBackend"
-    monkeypatch.setattr(engine, "dispatch", lambda saga_id, names: None)  # no saga runs here
+    monkeypatch.setattr(saga_events, "dispatch", lambda saga_id, names: None)  # no saga runs here
 
 
 def confirmed_order():
     order = place_order(products=[ProductFactory(on_hand=10)])
-    stock_reserve(order=order)
+    reserve_stock(order)
     Shipment.objects.create(order=order, carrier="fake", tracking_number="FK1", idempotency_key=f"{order.pk}")
     Order.objects.filter(pk=order.pk).update(status="confirmed")
     SagaRun.objects.filter(order=order).update(status="completed")
@@ -69,8 +69,8 @@ def compensating_order():
 def finish_compensation(order):
     """What the last compensation does: the order ends cancelled (the saga engine's own step)."""
     with transaction.atomic():
-        saga = engine._lock(order.saga.pk)
-        engine._finish_compensation(saga, timezone.now())
+        saga = engine.lock_saga(order.saga.pk)
+        engine.finish_compensation(saga, timezone.now())
 
 
 EVENTS = {

@@ -19,7 +19,7 @@ from notifications.services import (
     order_email_verdict,
 )
 from orders.models import Order, OrderStatus
-from orders.saga import engine
+from orders.saga import events as saga_events
 from tests.factories import place_order
 
 pytestmark = pytest.mark.django_db
@@ -37,7 +37,7 @@ TRUE_IN = {
 @pytest.fixture(autouse=True)
 def fake_backend(settings, monkeypatch):
     settings.EMAIL_BACKEND = "notifications.backends.FakeEmailBackend"
-    monkeypatch.setattr(engine, "dispatch", lambda saga_id, names: None)  # no saga runs here
+    monkeypatch.setattr(saga_events, "dispatch", lambda saga_id, names: None)  # no saga runs here
 
 
 @pytest.mark.parametrize("template", list(TRUE_IN))

@@ -9,11 +9,10 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from catalog.models import Reservation, StockLevel
-from catalog.services import stock_reserve
 from orders.models import Order, SagaRun
-from orders.saga import engine
+from orders.saga import events as saga_events
 from shipping.models import Shipment
-from tests.factories import ProductFactory, place_order
+from tests.factories import ProductFactory, place_order, reserve_stock
 
 pytestmark = pytest.mark.django_db
 
@@ -21,7 +20,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def no_broker(monkeypatch):
     sent = []
-    monkeypatch.setattr(engine, "dispatch", lambda saga_id, names: sent.append(names))
+    monkeypatch.setattr(saga_events, "dispatch", lambda saga_id, names: sent.append(names))
     return sent
 
 
@@ -41,7 +40,7 @@ def support_client(client, django_user_model):
 
 def confirmed_order():
     order = place_order(products=[ProductFactory(on_hand=10)])
-    stock_reserve(order=order)
+    reserve_stock(order)
     Shipment.objects.create(order=order, carrier="fake", tracking_number="FK1", idempotency_key=f"{order.pk}")
     Order.objects.filter(pk=order.pk).update(status="confirmed")
     SagaRun.objects.filter(order=order).update(status="completed")
@@ -169,8 +168,8 @@ def test_failed_sagas_view_retry_and_resolve(admin_client, no_broker, django_cap
 
 def test_reservation_filters_and_release(admin_client):
     product = ProductFactory(on_hand=10)
-    soon = stock_reserve(order=place_order(products=[product]))
-    later = stock_reserve(order=place_order(products=[product]))
+    soon = reserve_stock(place_order(products=[product]))
+    later = reserve_stock(place_order(products=[product]))
     Reservation.objects.filter(pk=soon.pk).update(expires_at=timezone.now() + timedelta(minutes=2))
     changelist = reverse("admin:catalog_reservation_changelist")
     html = admin_client.get(changelist, {"state": "expiring"}).content.decode()

@@ -4,20 +4,11 @@ from decimal import Decimal
 
 import pytest
 
-from config import sql
 from orders import analytics
 from orders.models import DailyOrderStats, OrderStatusCount, ProductSalesStats
 from tests.factories import ProductFactory, place_order
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True, params=["combined", "one_by_one"])
-def statements(request, monkeypatch):
-    """PostgreSQL runs a transition's updates as one statement; other databases one by one. Check both."""
-    if request.param == "one_by_one":
-        monkeypatch.setattr(sql, "combines", lambda connection: False)
-    return request.param
 
 
 def counts():

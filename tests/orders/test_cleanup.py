@@ -9,12 +9,12 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from audit.services import audit_record
 from catalog.models import Reservation
-from catalog.services import reservation_release, stock_reserve
+from catalog.services import reservation_release
 from notifications.models import Notification
 from notifications.services import notification_queue
 from orders.models import Order, SagaRun, SagaStep
-from orders.saga import engine
-from tests.factories import place_order
+from orders.saga import events as saga_events
+from tests.factories import place_order, reserve_stock
 
 pytestmark = pytest.mark.django_db(transaction=True)  # batches commit one by one, as in production
 
@@ -23,7 +23,7 @@ LONG_AGO = timezone.now() - timedelta(days=400)
 
 @pytest.fixture(autouse=True)
 def no_broker(monkeypatch):
-    monkeypatch.setattr(engine, "dispatch", lambda saga_id, names: None)
+    monkeypatch.setattr(saga_events, "dispatch", lambda saga_id, names: None)
 
 
 def old_finished_order(order_status="cancelled", saga_status="compensated"):
@@ -31,7 +31,7 @@ def old_finished_order(order_status="cancelled", saga_status="compensated"):
     order = place_order()
     SagaRun.objects.filter(order=order).update(status=saga_status, finished_at=LONG_AGO)
     Order.objects.filter(pk=order.pk).update(status=order_status, updated_at=LONG_AGO)
-    reservation = stock_reserve(order=order)
+    reservation = reserve_stock(order)
     reservation_release(reservation=reservation)
     Reservation.objects.filter(pk=reservation.pk).update(updated_at=LONG_AGO)
     notification = notification_queue(

@@ -17,6 +17,7 @@ from django.db import connection
 from notifications.models import Notification
 from orders.models import SagaStep
 from orders.saga import engine
+from orders.saga import events as saga_events
 from orders.saga import steps as saga_steps
 from orders.services import order_cancel
 from tests import fakes
@@ -42,9 +43,9 @@ def redis_adapters(settings, mailoutbox):
 @pytest.fixture
 def transport(monkeypatch):
     """Forward chains are not sent (the test drives the forward steps); compensations are."""
-    real = engine.dispatch
+    real = saga_events.dispatch
     monkeypatch.setattr(
-        engine, "dispatch", lambda saga_id, names: real(saga_id, names) if names[0] not in FORWARD else None
+        saga_events, "dispatch", lambda saga_id, names: real(saga_id, names) if names[0] not in FORWARD else None
     )
 
 

@@ -4,6 +4,7 @@ import pytest
 
 from orders.models import SagaRun
 from orders.saga import engine
+from orders.saga import events as saga_events
 from orders.services import order_cancel
 from tests.factories import ProductFactory, place_order
 
@@ -21,7 +22,7 @@ def _advance(order, steps):
 @pytest.fixture(autouse=True)
 def sent(monkeypatch):
     calls = []
-    monkeypatch.setattr(engine, "dispatch", lambda saga_id, names: calls.append(names))
+    monkeypatch.setattr(saga_events, "dispatch", lambda saga_id, names: calls.append(names))
     return calls
 
 
@@ -51,81 +52,56 @@ def test_a_cancel_asked_during_the_last_step_is_not_lost(sent, monkeypatch):
     assert order.status == "compensating"
 
 
-def _record(saga):
-    """What a saga left behind, without ids or times."""
-    from audit.models import AuditEvent
-    from orders.models import OrderStatusCount
+def _claim(order, name="reserve_inventory", kind="forward", task_id="t"):
+    from datetime import timedelta
 
-    saga = SagaRun.objects.select_related("order").get(pk=saga.pk)
-    return {
-        "saga": (saga.status, saga.started_at is not None, saga.finished_at is not None),
-        "order": saga.order.status,
-        "steps": list(
-            saga.steps.order_by("-kind", "position").values_list("kind", "name", "status", "attempts", "deliveries")
-        ),
-        "results": [sorted(r) for r in saga.steps.filter(kind="forward").values_list("result", flat=True)],
-        "events": sorted(
-            AuditEvent.objects.filter(order_id=saga.order.public_id).values_list("object_type", "event", "to_state")
-        ),
-        "counts": dict(OrderStatusCount.objects.exclude(count=0).values_list("status", "count")),
-    }
+    from django.utils import timezone
 
+    from orders.saga import store
 
-@pytest.mark.parametrize("token", ["tok_visa", "tok_declined"])
-def test_the_lean_path_and_the_general_path_record_the_same_thing(settings, sent, token):
-    """PostgreSQL takes the lean path for a pending step; both paths must leave the same rows."""
-    from django.db import connection
-
-    from orders.models import OrderStatusCount
-
-    records = {}
-    for fast in (True, False):
-        settings.SAGA_FAST_PATH = fast
-        OrderStatusCount.objects.all().delete()
-        order = place_order(products=[ProductFactory(on_hand=5)], payment_token=token)
-        for name in STEPS:
-            if engine.run_forward(order.saga.pk, name, task_id=f"t-{name}") != engine.CONTINUE:
-                break
-        records[fast] = _record(order.saga)
-    assert connection.vendor == "postgresql"  # else both runs took the general path
-    assert records[True] == records[False]
-    expected = "confirmed" if token == "tok_visa" else "compensating"
-    assert records[True]["order"] == expected
+    now = timezone.now()
+    return store.claim(
+        saga_id=order.saga.pk,
+        kind=kind,
+        name=name,
+        task_id=task_id,
+        now=now,
+        stale_before=now - timedelta(seconds=60),
+        saga_statuses=engine.GOING_FORWARD if kind == "forward" else ("compensating",),
+    )
 
 
-def test_the_lean_path_takes_fewer_statements(settings, sent):
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    product = ProductFactory(on_hand=5)
-    counts = {}
-    for fast in (False, True, False):  # the first run creates the analytics rows both others update
-        settings.SAGA_FAST_PATH = fast
-        order = place_order(products=[product])
-        with CaptureQueriesContext(connection) as queries:
-            _advance(order, STEPS)
-        counts[fast] = len(queries)
-    assert counts[True] < counts[False] * 0.8, counts
-
-
-def test_the_lean_claim_brings_the_order_its_customer_and_its_lines(django_assert_num_queries):
+def test_the_claim_brings_the_order_its_customer_and_its_lines(django_assert_num_queries):
     from decimal import Decimal
 
     order = place_order(products=[ProductFactory(price=Decimal("2.50")), ProductFactory()], quantity=3)
     email = order.customer.email
     lines = [(line.pk, line.sku, line.quantity, line.unit_price, line.line_total) for line in order.lines.all()]
     with django_assert_num_queries(1):
-        saga, claimed, spec = engine._claim_forward_fast(order.saga.pk, "reserve_inventory", "t")
-        assert (claimed.pk, claimed.customer.email, spec.name) == (order.pk, email, "reserve_inventory")
+        claim = _claim(order)
+        claimed = claim.saga.order
+        assert (claimed.pk, claimed.customer.email, claim.taken, claim.attempts) == (order.pk, email, True, 1)
         claimed_lines = [(x.pk, x.sku, x.quantity, x.unit_price, x.line_total) for x in claimed.lines.all()]
     assert claimed_lines == lines and lines[0][3:] == (Decimal("2.50"), Decimal("7.50"))
-    assert saga.status == "running"
+    assert claim.saga.status == "running" and claim.started
+
+
+def test_a_claim_that_does_not_take_the_step_says_how_it_stands():
+    order = place_order(products=[ProductFactory(on_hand=5)])
+    assert _claim(order, task_id="a").taken
+    again = _claim(order, task_id="b")  # a duplicate while "a" runs it
+    assert (again.taken, again.status, again.task_id, again.deliveries) == (False, "running", "a", 1)
+    later = _claim(order, name="process_payment")
+    assert (later.taken, later.status, later.unfinished_before) == (False, "pending", 1)
+    assert _claim(order, task_id="a").taken  # the same task, redelivered after a worker died: it goes on
 
 
 @pytest.mark.parametrize("async_commit", [True, False])
-def test_the_lean_claim_and_record_choose_their_commit_mode(settings, async_commit):
-    """``SAGA_ASYNC_COMMIT``: the claim and the record turn synchronous_commit off for their own transaction only."""
+def test_forward_claims_and_records_choose_their_commit_mode_compensations_stay_synchronous(settings, async_commit):
+    """``SAGA_ASYNC_COMMIT``: synchronous_commit is off for those transactions only, and only going forward."""
     from django.db import connection, transaction
+
+    from orders.saga import store
 
     settings.SAGA_ASYNC_COMMIT = async_commit
     order = place_order(products=[ProductFactory()])
@@ -138,42 +114,38 @@ def test_the_lean_claim_and_record_choose_their_commit_mode(settings, async_comm
     with connection.cursor() as cursor:
         assert commit_mode(cursor) == "on"
         with transaction.atomic():  # the claim is one autocommit statement: look inside its transaction
-            saga, claimed, _ = engine._claim_forward_fast(order.saga.pk, "reserve_inventory", "t")
+            _claim(order)
             assert commit_mode(cursor) == expected
         assert commit_mode(cursor) == "on"  # SET LOCAL: the connection's own setting is untouched
-        with transaction.atomic():
-            assert engine._lock_unchanged(cursor, saga, claimed)
-            assert commit_mode(cursor) == expected
-        assert commit_mode(cursor) == "on"
+        for kind, mode in (("forward", expected), ("compensation", "on")):
+            with transaction.atomic():
+                locked = store.lock_for_record(order.saga.pk, kind, "reserve_inventory", "t")
+                assert (locked.saga_status, locked.cancel_requested, locked.order_status) == (
+                    "running",
+                    False,
+                    "pending",
+                )
+                assert locked.ours == (kind == "forward")  # the claim took the forward step in task "t"
+                assert commit_mode(cursor) == mode
 
 
-def test_the_lean_record_steps_aside_when_saga_or_order_changed_since_the_claim():
-    """The record reuses the claim's instances only if what it relies on is unchanged under the lock."""
-    from django.db import connection, transaction
+def test_a_success_is_recorded_with_its_effects_in_one_batch(sent, django_assert_num_queries):
+    """The order's move, its audit event, its counters and the step's row go out together, in this order."""
+    from audit.models import AuditEvent
+    from orders.models import OrderStatusCount
 
-    from orders.models import Order
-
-    order = place_order(products=[ProductFactory()])
-    saga, claimed, _ = engine._claim_forward_fast(order.saga.pk, "reserve_inventory", "t")
-
-    def unchanged():
-        with transaction.atomic(), connection.cursor() as cursor:
-            return engine._lock_unchanged(cursor, saga, claimed)
-
-    assert unchanged()
-    changes = [
-        (Order.objects.filter(pk=order.pk), {"status": "needs_attention"}, {"status": claimed.status}),
-        (SagaRun.objects.filter(pk=saga.pk), {"cancel_requested": True}, {"cancel_requested": False}),
-        (SagaRun.objects.filter(pk=saga.pk), {"status": "compensating"}, {"status": "running"}),
-    ]
-    for rows, change, undo in changes:
-        rows.update(**change)
-        assert not unchanged(), change
-        rows.update(**undo)
-        assert unchanged()
+    order = place_order(products=[ProductFactory(on_hand=5)])
+    _advance(order, STEPS[:1])
+    order.refresh_from_db()
+    assert order.status == "reserved"
+    assert list(AuditEvent.objects.filter(order_id=order.public_id, event="mark_reserved").values_list(
+        "from_state", "to_state"
+    )) == [("pending", "reserved")]  # fmt: skip
+    counts = dict(OrderStatusCount.objects.values_list("status", "count"))
+    assert (counts["pending"], counts["reserved"]) == (0, 1)
 
 
-def test_the_lean_path_steps_aside_when_another_delivery_took_the_step(sent, monkeypatch):
+def test_the_record_steps_aside_when_another_delivery_took_the_step(sent, monkeypatch):
     """Between claim and record another delivery took the step over: ours records nothing."""
     from orders.models import SagaStep
     from orders.saga import steps
@@ -199,7 +171,7 @@ def test_the_lean_path_steps_aside_when_another_delivery_took_the_step(sent, mon
     assert order.status == "reserved"
 
 
-def test_a_local_step_that_fails_on_the_lean_path_is_recorded_by_the_general_one(sent):
+def test_a_local_step_that_fails_is_rolled_back_then_recorded_as_failed(sent):
     from catalog.models import StockLevel
 
     product = ProductFactory(on_hand=1)
@@ -244,8 +216,8 @@ def test_sagas_run_on_prepared_statements(sent):
         ("delivery_limit", "failed", "needs_attention"),
     ],
 )
-def test_what_the_lean_claim_refuses_the_general_path_decides(settings, sent, case, saga_status, order_status):
-    """The one-statement claim takes only a pending step of a saga that may go on; anything else falls through."""
+def test_what_the_claim_does_not_take_the_engine_decides(settings, sent, case, saga_status, order_status):
+    """The one-statement claim takes only a step that may run now; the engine decides the rest from what it read."""
     from datetime import timedelta
 
     from django.utils import timezone
@@ -275,7 +247,7 @@ def test_what_the_lean_claim_refuses_the_general_path_decides(settings, sent, ca
     assert step.status == ("failed" if case == "delivery_limit" else "pending")
 
 
-def test_the_first_lean_claim_starts_the_saga(sent):
+def test_the_first_claim_starts_the_saga(sent):
     from orders import signals
 
     started = []
@@ -294,3 +266,32 @@ def test_the_first_lean_claim_starts_the_saga(sent):
         ("pending", 0, 0),
         ("pending", 0, 0),
     ]
+
+
+@pytest.mark.parametrize("case", ["deadline_passed", "cancel_requested", "delivery_limit"])
+def test_a_duplicate_of_a_step_running_elsewhere_decides_nothing(settings, sent, case):
+    """Found in review: a duplicate message must be dropped before it may compensate or fail the saga
+    (the delivery that runs the step decides when it records)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from orders.models import SagaStep
+
+    order = place_order(products=[ProductFactory(on_hand=5)])
+    _advance(order, STEPS[:1])
+    assert _claim(order, name="process_payment", task_id="a").taken  # "a" is charging the card
+    saga = order.saga
+    if case == "deadline_passed":
+        SagaRun.objects.filter(pk=saga.pk).update(deadline_at=timezone.now() - timedelta(seconds=1))
+    elif case == "cancel_requested":
+        SagaRun.objects.filter(pk=saga.pk).update(cancel_requested=True)
+    else:
+        SagaStep.objects.filter(saga=saga, name="process_payment").update(deliveries=settings.SAGA_STEP_MAX_DELIVERIES)
+
+    assert engine.run_forward(saga.pk, "process_payment", task_id="b") == engine.STOP
+
+    saga.refresh_from_db()
+    step = SagaStep.objects.get(saga=saga, name="process_payment")
+    assert (saga.status, step.status, step.task_id) == ("running", "running", "a")
+    assert all("release_inventory" not in names for names in sent)  # no compensation sent

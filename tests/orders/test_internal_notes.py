@@ -7,7 +7,7 @@ from audit.models import AuditEvent
 from notifications.models import Notification
 from notifications.services import notification_send
 from orders.models import RESOLVED_REASON, Order, SagaRun
-from orders.saga import engine
+from orders.saga import events as saga_events
 from orders.saga.recovery import saga_resolve
 from tests.api.conftest import client_for
 from tests.factories import place_order
@@ -21,7 +21,7 @@ NOTE = "Refunded 29.99 by phone, ticket 4711, customer was rude to Sam"
 @pytest.fixture(autouse=True)
 def no_broker(monkeypatch, settings):
     settings.EMAIL_BACKEND = "notifications.backends.FakeEmailBackend"
-    monkeypatch.setattr(engine, "dispatch", lambda saga_id, names: None)
+    monkeypatch.setattr(saga_events, "dispatch", lambda saga_id, names: None)
 
 
 @pytest.fixture

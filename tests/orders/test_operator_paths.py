@@ -19,14 +19,15 @@ from django.utils import timezone
 
 from catalog import services as catalog_services
 from catalog.models import Reservation, StockLevel
-from catalog.services import HoldStillNeeded, reservation_release, reservation_release_by_staff, stock_reserve
+from catalog.services import HoldStillNeeded, reservation_release, reservation_release_by_staff
 from orders.models import Order
 from orders.saga import engine
+from orders.saga import events as saga_events
 from orders.saga.recovery import SagaActionError, expire_reservations, saga_compensate, saga_retry
 from orders.services import OrderNotCancellable, OrderNotShippable, order_cancel, order_ship
 from shipping.models import Shipment
 from tests.api.conftest import client_for
-from tests.factories import ProductFactory, StaffFactory, place_order
+from tests.factories import ProductFactory, StaffFactory, place_order, reserve_stock
 
 from .saga_helpers import assert_invariants
 
@@ -38,7 +39,7 @@ STEPS = ["reserve_inventory", "process_payment", "create_shipment", "send_confir
 @pytest.fixture(autouse=True)
 def sent(monkeypatch):
     calls = []
-    monkeypatch.setattr(engine, "dispatch", lambda saga_id, names: calls.append(names))
+    monkeypatch.setattr(saga_events, "dispatch", lambda saga_id, names: calls.append(names))
     return calls
 
 
@@ -168,7 +169,7 @@ def test_support_cannot_release_the_hold_of_a_confirmed_order_so_it_never_ships_
 @pytest.mark.parametrize("steps", [[], STEPS[:1], STEPS[:2]], ids=["pending", "reserved", "paid"])
 def test_the_hold_of_an_order_still_in_its_saga_is_not_released_by_hand(product, support_client, steps):
     order = advance(place_order(products=[product]), steps)
-    reservation = stock_reserve(order=order)
+    reservation = reserve_stock(order)
 
     [message] = release_in_admin(support_client, reservation)
 
@@ -180,7 +181,7 @@ def test_the_hold_of_an_order_still_in_its_saga_is_not_released_by_hand(product,
 
 def test_a_hold_left_behind_by_an_order_resolved_by_hand_can_be_released(product, support_client):
     order = place_order(products=[product])
-    reservation = stock_reserve(order=order)
+    reservation = reserve_stock(order)
     Order.objects.filter(pk=order.pk).update(status="cancelled")  # resolved by an operator, stock not given back
 
     assert release_in_admin(support_client, reservation) == ["Released 1 reservation(s)."]
@@ -194,7 +195,7 @@ def fail_at_payment(order, step_name="process_payment"):
     advance(order, STEPS[: STEPS.index(step_name)])
     saga = order.saga
     with transaction.atomic():
-        locked = engine._lock(saga.pk)
+        locked = engine.lock_saga(saga.pk)
         step = locked.steps.get(name=step_name)
         step.deliveries = 11
         engine.fail(locked, step, f"{step_name} was delivered 11 times without finishing (a crashing task?)")

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from catalog.models import Reservation, StockLevel
 from orders.models import SagaRun
-from orders.saga import engine
+from orders.saga import events as saga_events
 from orders.saga.recovery import expire_reservations, redrive_idle_sagas, saga_retry
 from orders.services import order_ship
 from orders.tasks import STEP_TASKS
@@ -89,7 +89,7 @@ def failed_at_payment_with_its_hold_expired(order, monkeypatch, settings):
 
 
 def test_a_failed_saga_whose_hold_expired_holds_the_stock_again_when_retried(product, monkeypatch, settings):
-    monkeypatch.setattr(engine, "dispatch", lambda saga_id, names: None)
+    monkeypatch.setattr(saga_events, "dispatch", lambda saga_id, names: None)
     order = place_order(products=[product], quantity=3)
     monkeypatch.undo()
     saga = failed_at_payment_with_its_hold_expired(order, monkeypatch, settings)
@@ -108,7 +108,7 @@ def test_a_failed_saga_whose_hold_expired_holds_the_stock_again_when_retried(pro
 
 
 def test_a_failed_saga_whose_stock_was_sold_meanwhile_is_compensated_when_retried(product, monkeypatch, settings):
-    monkeypatch.setattr(engine, "dispatch", lambda saga_id, names: None)
+    monkeypatch.setattr(saga_events, "dispatch", lambda saga_id, names: None)
     order = place_order(products=[product], quantity=3)
     monkeypatch.undo()
     saga = failed_at_payment_with_its_hold_expired(order, monkeypatch, settings)

@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from catalog.models import StockLevel
 from orders.models import SagaRun
-from orders.saga import engine
+from orders.saga import events as saga_events
 from orders.tasks import redrive_idle_sagas
 from tests.factories import ProductFactory, place_order
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def sent(monkeypatch):
     calls = []
-    monkeypatch.setattr(engine, "dispatch", lambda saga_id, names: calls.append((saga_id, names)))
+    monkeypatch.setattr(saga_events, "dispatch", lambda saga_id, names: calls.append((saga_id, names)))
     return calls
 
 

@@ -12,6 +12,7 @@ from django.db import transaction
 from catalog.models import StockLevel
 from orders.models import Order
 from orders.saga import engine
+from orders.saga import events as saga_events
 from orders.saga.recovery import SagaActionError, saga_resolve
 from payments.gateways import get_gateway
 from payments.models import Payment
@@ -47,12 +48,12 @@ def test_a_saga_whose_refund_failed_cannot_be_marked_resolved_while_the_payment_
 
 
 def test_marking_resolved_gives_back_the_stock_the_order_still_held(monkeypatch):
-    monkeypatch.setattr(engine, "dispatch", lambda saga_id, names: None)  # the steps run here, one by one
+    monkeypatch.setattr(saga_events, "dispatch", lambda saga_id, names: None)  # the steps run here, one by one
     product = ProductFactory(on_hand=10)
     order = place_order(products=[product], quantity=2)
     assert engine.run_forward(order.saga.pk, "reserve_inventory", task_id="t") == engine.CONTINUE
     with transaction.atomic():  # the payment step crash-looped past SAGA_STEP_MAX_DELIVERIES: nothing charged
-        saga = engine._lock(order.saga.pk)
+        saga = engine.lock_saga(order.saga.pk)
         engine.fail(saga, saga.steps.get(name="process_payment"), "process_payment was delivered 11 times")
     assert stock(product) == (10, 2)
 
@@ -68,12 +69,12 @@ def _failed_at(order, step, *, after):
     for name in after:
         assert engine.run_forward(order.saga.pk, name, task_id="t") == engine.CONTINUE
     with transaction.atomic():
-        saga = engine._lock(order.saga.pk)
+        saga = engine.lock_saga(order.saga.pk)
         engine.fail(saga, saga.steps.get(name=step), f"{step} was delivered 11 times")
 
 
 def test_a_charge_the_gateway_took_but_we_never_recorded_blocks_the_resolution(monkeypatch):
-    monkeypatch.setattr(engine, "dispatch", lambda saga_id, names: None)
+    monkeypatch.setattr(saga_events, "dispatch", lambda saga_id, names: None)
     order = place_order(products=[ProductFactory(on_hand=10)])
     # The gateway took the money; its answer was lost (no Payment row of ours), then the step crash-looped.
     key = engine.step_key(order, "process_payment")
@@ -88,7 +89,7 @@ def test_a_charge_the_gateway_took_but_we_never_recorded_blocks_the_resolution(m
 
 
 def test_resolving_cancels_a_parcel_the_carrier_booked_but_we_never_recorded(monkeypatch):
-    monkeypatch.setattr(engine, "dispatch", lambda saga_id, names: None)
+    monkeypatch.setattr(saga_events, "dispatch", lambda saga_id, names: None)
     order = place_order(products=[ProductFactory(on_hand=10, price=Decimal("0.00"))])  # nothing to charge
     key = engine.step_key(order, "create_shipment")
     _failed_at(order, "create_shipment", after=["reserve_inventory", "process_payment"])

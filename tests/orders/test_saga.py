@@ -13,6 +13,7 @@ from notifications.models import Notification
 from orders import signals
 from orders.models import SagaRun
 from orders.saga import engine
+from orders.saga import events as saga_events
 from orders.saga.recovery import redrive_idle_sagas, saga_retry
 from orders.services import OrderNotCancellable, order_cancel, order_ship
 from orders.tasks import STEP_TASKS
@@ -197,7 +198,7 @@ def test_every_compensation_run_twice_changes_nothing_the_second_time(product):
 
 def test_a_lost_chain_is_completed_by_the_recovery_job(product, monkeypatch):
     sent = []
-    monkeypatch.setattr(engine, "dispatch", lambda saga_id, names: sent.append(names))
+    monkeypatch.setattr(saga_events, "dispatch", lambda saga_id, names: sent.append(names))
     order = place_order(products=[product])  # committed, but the chain never reached the broker
     saga = SagaRun.objects.get(order=order)
     assert sent == [["reserve_inventory", "process_payment", "create_shipment", "send_confirmation"]]
@@ -217,7 +218,7 @@ def test_a_lost_chain_is_completed_by_the_recovery_job(product, monkeypatch):
 
 
 def test_a_saga_that_never_started_is_started_by_the_recovery_job(product, monkeypatch):
-    monkeypatch.setattr(engine, "dispatch", lambda saga_id, names: None)
+    monkeypatch.setattr(saga_events, "dispatch", lambda saga_id, names: None)
     order = place_order(products=[product])
     monkeypatch.undo()
     assert SagaRun.objects.get(order=order).status == "pending"
@@ -228,7 +229,7 @@ def test_a_saga_that_never_started_is_started_by_the_recovery_job(product, monke
 
 
 def test_a_step_whose_worker_died_is_rerun_and_a_crash_loop_needs_attention(product, monkeypatch, settings):
-    monkeypatch.setattr(engine, "dispatch", lambda saga_id, names: None)
+    monkeypatch.setattr(saga_events, "dispatch", lambda saga_id, names: None)
     order = place_order(products=[product])
     monkeypatch.undo()
     saga = SagaRun.objects.get(order=order)
@@ -254,7 +255,7 @@ def test_a_step_whose_worker_died_is_rerun_and_a_crash_loop_needs_attention(prod
 
 
 def test_a_running_step_is_not_redriven_while_within_its_time_limit(product, monkeypatch):
-    monkeypatch.setattr(engine, "dispatch", lambda saga_id, names: None)
+    monkeypatch.setattr(saga_events, "dispatch", lambda saga_id, names: None)
     order = place_order(products=[product])
     saga = SagaRun.objects.get(order=order)
     saga.steps.filter(name="reserve_inventory").update(status="running", task_id="alive", started_at=timezone.now())
@@ -263,7 +264,7 @@ def test_a_running_step_is_not_redriven_while_within_its_time_limit(product, mon
 
 
 def test_a_saga_past_its_deadline_is_compensated(product, monkeypatch):
-    monkeypatch.setattr(engine, "dispatch", lambda saga_id, names: None)
+    monkeypatch.setattr(saga_events, "dispatch", lambda saga_id, names: None)
     order = place_order(products=[product])
     monkeypatch.undo()
     saga = SagaRun.objects.get(order=order)

@@ -10,7 +10,7 @@ from django.core.cache import cache
 from django.urls import reverse
 
 from catalog.models import Product
-from orders.saga import engine
+from orders.saga import events as saga_events
 from payments.models import FakeGatewayCharge, Payment
 from payments.services import payment_charge, payment_due, payment_refund
 from tests.api.conftest import client_for
@@ -25,7 +25,7 @@ ADDRESS = {"name": "Ada", "line1": "12 St James's Square", "city": "London", "po
 @pytest.fixture(autouse=True)
 def no_broker(monkeypatch):
     sent = []
-    monkeypatch.setattr(engine, "dispatch", lambda saga_id, names: sent.append(names))
+    monkeypatch.setattr(saga_events, "dispatch", lambda saga_id, names: sent.append(names))
     cache.clear()  # API throttles
     return sent
 

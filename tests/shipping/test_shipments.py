@@ -3,12 +3,11 @@ from django.db import IntegrityError, transaction
 from django_fsm import TransitionNotAllowed
 
 from catalog.models import StockLevel
-from catalog.services import stock_reserve
 from orders.services import order_deliver, order_ship
 from shipping.carriers import AddressRejected, CarrierUnavailable
 from shipping.models import FakeCarrierBooking, Shipment
 from shipping.services import shipment_cancel, shipment_create
-from tests.factories import ADDRESS, ProductFactory, place_order
+from tests.factories import ADDRESS, ProductFactory, place_order, reserve_stock
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -16,7 +15,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def confirmed_order(product, quantity=2):
     """An order pushed through the saga's states by hand."""
     order = place_order(products=[product], quantity=quantity)
-    stock_reserve(order=order)
+    reserve_stock(order)
     shipment_create(order=order, idempotency_key=f"{order.public_id}:ship")
     for step in (order.mark_reserved, order.mark_paid, order.mark_shipment_created, order.confirm):
         step()
@@ -72,7 +71,7 @@ def test_shipping_commits_the_stock_and_delivery_completes_the_order():
 def test_shipping_an_unconfirmed_order_is_refused_and_changes_nothing():
     product = ProductFactory(on_hand=10)
     order = place_order(products=[product])
-    stock_reserve(order=order)
+    reserve_stock(order)
     with pytest.raises(TransitionNotAllowed):
         order_ship(order=order)
     order.refresh_from_db()
