@@ -49,9 +49,17 @@ def begin_compensation(saga, *, reason, error=""):
         comp, created = SagaStep.objects.get_or_create(
             saga=saga, kind=StepKind.COMPENSATION, name=name, defaults={"position": position}
         )
-        if not created and comp.status == StepStatus.FAILED:
+        if created:
+            continue
+        changed = []
+        if comp.position != position:  # a row from when only the started steps were compensated
+            comp.position = position
+            changed.append("position")
+        if comp.status == StepStatus.FAILED:
             comp.status, comp.deliveries, comp.attempts, comp.error = StepStatus.PENDING, 0, 0, ""
-            comp.save(update_fields=["status", "deliveries", "attempts", "error"])
+            changed += ["status", "deliveries", "attempts", "error"]
+        if changed:
+            comp.save(update_fields=changed)
     saga.save(update_fields=["status", "failure_reason", "error", "finished_at", "updated_at"])
     remaining = store.pending_compensations(saga)
     if remaining:

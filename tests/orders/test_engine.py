@@ -295,3 +295,22 @@ def test_a_duplicate_of_a_step_running_elsewhere_decides_nothing(settings, sent,
     step = SagaStep.objects.get(saga=saga, name="process_payment")
     assert (saga.status, step.status, step.task_id) == ("running", "running", "a")
     assert all("release_inventory" not in names for names in sent)  # no compensation sent
+
+
+def test_compensation_rows_from_before_every_step_was_compensated_get_their_reverse_positions(sent):
+    """Rows written when only the started steps were compensated (refund 0, release 1) are renumbered."""
+    from django.db import transaction
+
+    from orders.models import SagaStep, StepKind
+    from orders.saga import store
+    from orders.saga.compensation import begin_compensation
+    from orders.saga.steps import ORDER_FULFILMENT
+
+    order = place_order(products=[ProductFactory(on_hand=5)])
+    for position, name in enumerate(["refund_payment", "release_inventory"]):
+        SagaStep.objects.create(saga=order.saga, name=name, kind=StepKind.COMPENSATION, position=position)
+    with transaction.atomic():
+        begin_compensation(store.lock(order.saga.pk), reason="test")
+    rows = SagaStep.objects.filter(saga=order.saga, kind=StepKind.COMPENSATION).order_by("position")
+    expected = [step.compensation for step in reversed(ORDER_FULFILMENT.steps)]
+    assert [(row.position, row.name) for row in rows] == list(enumerate(expected))
