@@ -226,7 +226,8 @@ def _record_success(claim, spec, key, result, task_id):
     """
     saga, order, kind, name = claim.saga, claim.saga.order, claim.kind, claim.name
     forward = kind == StepKind.FORWARD
-    with transaction.atomic():
+    # Its own transaction (it may commit asynchronously): never a savepoint of a caller's.
+    with transaction.atomic(durable=True):
         locked = store.lock_for_record(saga.pk, kind, name, task_id)
         if locked is None or not locked.ours:
             raise _NotOurs

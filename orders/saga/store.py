@@ -181,7 +181,10 @@ def claim(*, saga_id, kind, name, task_id, now, stale_before, saga_statuses) -> 
         "max_deliveries": settings.SAGA_STEP_MAX_DELIVERIES,
     }
     with connection.cursor() as cursor:
-        cursor.execute(sql.replace("{commit_mode}", _commit_mode(kind)), params)
+        # On its own (autocommit) its commit may be asynchronous; inside a caller's transaction
+        # it must not decide how that transaction commits.
+        commit_mode = "NULL" if connection.in_atomic_block else _commit_mode(kind)
+        cursor.execute(sql.replace("{commit_mode}", commit_mode), params)
         row = cursor.fetchone()
     if row is None:
         return None

@@ -113,9 +113,10 @@ def test_forward_claims_and_records_choose_their_commit_mode_compensations_stay_
 
     with connection.cursor() as cursor:
         assert commit_mode(cursor) == "on"
-        with transaction.atomic():  # the claim is one autocommit statement: look inside its transaction
+        sent = []  # the claim is one autocommit statement: look at what it asks of its transaction
+        with connection.execute_wrapper(lambda execute, sql, *args: sent.append(sql) or execute(sql, *args)):
             _claim(order)
-            assert commit_mode(cursor) == expected
+        assert ("set_config('synchronous_commit', 'off', true)" in sent[0]) == async_commit
         assert commit_mode(cursor) == "on"  # SET LOCAL: the connection's own setting is untouched
         for kind, mode in (("forward", expected), ("compensation", "on")):
             with transaction.atomic():
@@ -314,3 +315,23 @@ def test_compensation_rows_from_before_every_step_was_compensated_get_their_reve
     rows = SagaStep.objects.filter(saga=order.saga, kind=StepKind.COMPENSATION).order_by("position")
     expected = [step.compensation for step in reversed(ORDER_FULFILMENT.steps)]
     assert [(row.position, row.name) for row in rows] == list(enumerate(expected))
+
+
+def test_a_claim_inside_a_callers_transaction_leaves_its_commit_synchronous(sent):
+    """Asynchronous commit is for the claim's own transaction only, never for a caller's."""
+    from django.db import connection, transaction
+
+    order = place_order(products=[ProductFactory(on_hand=5)])
+    with transaction.atomic():
+        assert _claim(order).taken
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone() == ("on",)
+
+
+def test_the_record_of_a_success_refuses_to_run_inside_a_callers_transaction(sent):
+    from django.db import transaction
+
+    order = place_order(products=[ProductFactory(on_hand=5)])
+    with pytest.raises(RuntimeError), transaction.atomic():
+        engine.run_forward(order.saga.pk, "reserve_inventory", task_id="t")
