@@ -4,9 +4,9 @@ from django.contrib import admin, messages
 from django.utils import timezone
 
 from orders.admin_links import OrderLinkMixin
+from orders.services import HoldStillNeeded, reservation_release_by_staff
 
 from .models import Product, Reservation, ReservationLine, StockLevel
-from .services import HoldStillNeeded, reservation_release_by_staff
 
 
 class StockLevelInline(admin.StackedInline):

@@ -8,6 +8,7 @@ from django.db import transaction
 from django_fsm import TransitionNotAllowed
 
 from catalog.models import Product
+from catalog.services import reservation_release
 from config.observability import get_request_id
 
 from .countries import ISO_3166_ALPHA2
@@ -245,3 +246,29 @@ def order_deliver(*, order) -> Order:
     order_move(order, "deliver")
     shipment_mark_delivered(shipment=shipment)
     return order
+
+
+class HoldStillNeeded(Exception):
+    """Staff asked to release a hold that a live order still needs; the message says what to do instead."""
+
+
+@transaction.atomic
+def reservation_release_by_staff(*, reservation) -> bool:
+    """Staff release a hold by hand: only one that no live order needs. False if it is not active.
+
+    The order row is locked first (then the reservation, as shipping does), so the
+    order cannot move while we decide. Any order that is not cancelled may still ship,
+    resume or be compensated, and needs its stock: releasing it behind its saga's back
+    would ship units that are not held (selling them twice). Such a release raises
+    ``HoldStillNeeded``: cancel the order instead, and its saga releases the stock.
+    What is left to release by hand is the hold of an order an operator resolved
+    (cancelled) without the saga giving its stock back.
+    """
+    order = Order.objects.select_for_update().get(pk=reservation.order_id)
+    if order.status != OrderStatus.CANCELLED:
+        raise HoldStillNeeded(
+            f"Reservation {reservation.pk} was not released: order {order.public_id} is "
+            f"{order.get_status_display().lower()} and still needs its stock. Cancel the order instead "
+            "(its saga releases the stock and refunds the customer)."
+        )
+    return reservation_release(reservation=reservation)

@@ -19,12 +19,19 @@ from django.utils import timezone
 
 from catalog import services as catalog_services
 from catalog.models import Reservation, StockLevel
-from catalog.services import HoldStillNeeded, reservation_release, reservation_release_by_staff
+from catalog.services import reservation_release
 from orders.models import Order
 from orders.saga import engine
 from orders.saga import events as saga_events
 from orders.saga.recovery import SagaActionError, expire_reservations, saga_compensate, saga_retry
-from orders.services import OrderNotCancellable, OrderNotShippable, order_cancel, order_ship
+from orders.services import (
+    HoldStillNeeded,
+    OrderNotCancellable,
+    OrderNotShippable,
+    order_cancel,
+    order_ship,
+    reservation_release_by_staff,
+)
 from shipping.models import Shipment
 from tests.api.conftest import client_for
 from tests.factories import ProductFactory, StaffFactory, place_order, reserve_stock
