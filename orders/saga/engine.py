@@ -179,9 +179,9 @@ def _not_taken(claim, now, task_id, stale_before):
     if saga.status not in _may_run(claim.kind) or claim.status == StepStatus.FAILED:
         return STOP
     if claim.status == StepStatus.SUCCEEDED:
-        # A redelivery. Go on only if the next step never started (the crash came
-        # after our commit but before the chain sent it).
-        return CONTINUE if claim.next_status == StepStatus.PENDING else STOP
+        # A redelivery. Go on only if the next step was never attempted (the crash came after
+        # our commit but before the chain sent it); one waiting for its retry is not cut short.
+        return CONTINUE if claim.next_unstarted else STOP
     running_elsewhere = claim.status == StepStatus.RUNNING and claim.task_id != task_id
     if running_elsewhere and claim.started_at is not None and claim.started_at >= stale_before:
         log.info("saga=%s step=%s already running in task %s; dropping duplicate", saga.pk, claim.name, claim.task_id)

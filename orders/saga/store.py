@@ -75,7 +75,7 @@ class Claim:
     started_at: datetime | None
     deliveries: int
     unfinished_before: int  # steps of the same kind before it that have not succeeded
-    next_status: str | None  # the status of the step after it (None for the last one)
+    next_unstarted: bool  # the step after it is pending and was never attempted (False for the last one)
 
 
 @cache
@@ -102,8 +102,8 @@ WITH r AS (
     st.{_col(step, "started_at")} AS started_at, st.{_col(step, "deliveries")} AS deliveries,
     count(*) FILTER (WHERE p.{_col(step, "position")} < st.{_col(step, "position")}
                        AND p.{_col(step, "status")} <> '{S.SUCCEEDED}') AS unfinished_before,
-    max(p.{_col(step, "status")}) FILTER (WHERE p.{_col(step, "position")} = st.{_col(step, "position")} + 1)
-      AS next_status
+    coalesce(bool_or(p.{_col(step, "status")} = '{S.PENDING}' AND p.{_col(step, "attempts")} = 0)
+               FILTER (WHERE p.{_col(step, "position")} = st.{_col(step, "position")} + 1), false) AS next_unstarted
   FROM {_table(step)} st JOIN {_table(step)} p
     ON p.{_col(step, "saga")} = st.{_col(step, "saga")} AND p.{_col(step, "kind")} = st.{_col(step, "kind")}
   WHERE st.{_col(step, "saga")} = %(saga_id)s AND st.{_col(step, "kind")} = %(kind)s
@@ -135,7 +135,7 @@ WITH r AS (
 SELECT r.*, {customer_columns},
   (SELECT json_agg(json_build_array({line_values}) ORDER BY l.{_col(OrderLine, "id")})
    FROM {_table(OrderLine)} l WHERE l.{_col(OrderLine, "order")} = r."o{order_attnames.index("id")}"),
-  me.status, me.task_id, me.started_at, me.deliveries, me.unfinished_before, me.next_status,
+  me.status, me.task_id, me.started_at, me.deliveries, me.unfinished_before, me.next_unstarted,
   (SELECT attempts FROM taken), EXISTS (SELECT 1 FROM started), {{commit_mode}}
 FROM r JOIN {_table(customer)} u
   ON u.{_col(customer, customer._meta.pk.name)} = r."o{order_attnames.index("customer_id")}"
@@ -165,7 +165,7 @@ def claim(*, saga_id, kind, name, task_id, now, stale_before, saga_statuses) -> 
     ``SAGA_STEP_MAX_DELIVERIES`` times, and it is pending, or running in this task, or
     running since before ``stale_before`` (its task died). The saga row is locked first;
     the step row is re-checked by the UPDATE after any wait. ``unfinished_before`` and
-    ``next_status`` are read from the statement's snapshot: they can only be older, and
+    ``next_unstarted`` are read from the statement's snapshot: they can only be older, and
     the engine treats them so.
     """
     sql, saga_attnames, order_attnames, customer, customer_attnames, line_fields = _claim_plan()
@@ -193,7 +193,7 @@ def claim(*, saga_id, kind, name, task_id, now, stale_before, saga_statuses) -> 
     order = saga.order = Order.from_db(DEFAULT_DB_ALIAS, order_attnames, row[split:end])
     rest = row[end:]
     order.customer = customer.from_db(DEFAULT_DB_ALIAS, customer_attnames, rest[: len(customer_attnames)])
-    lines, status, step_task, started_at, deliveries, unfinished, next_status, attempts, started, _ = rest[
+    lines, status, step_task, started_at, deliveries, unfinished, next_unstarted, attempts, started, _ = rest[
         len(customer_attnames) :
     ]
     attnames = [f.attname for f in line_fields]
@@ -210,7 +210,7 @@ def claim(*, saga_id, kind, name, task_id, now, stale_before, saga_statuses) -> 
         saga.status, saga.started_at, saga.updated_at = SagaStatus.RUNNING, now, now
     return Claim(
         saga, kind, name, attempts is not None, attempts or 0, started, status, step_task, started_at, deliveries,
-        unfinished, next_status,
+        unfinished, next_unstarted,
     )  # fmt: skip
 
 

@@ -1,8 +1,11 @@
 """Engine edge cases driven step by step in the test's own thread (the transport is captured)."""
 
-import pytest
+from datetime import timedelta
 
-from orders.models import SagaRun
+import pytest
+from django.utils import timezone
+
+from orders.models import SagaRun, SagaStep, StepStatus
 from orders.saga import engine
 from orders.saga import events as saga_events
 from orders.services import order_cancel
@@ -53,10 +56,6 @@ def test_a_cancel_asked_during_the_last_step_is_not_lost(sent, monkeypatch):
 
 
 def _claim(order, name="reserve_inventory", kind="forward", task_id="t"):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
     from orders.saga import store
 
     now = timezone.now()
@@ -148,7 +147,6 @@ def test_a_success_is_recorded_with_its_effects_in_one_batch(sent, django_assert
 
 def test_the_record_steps_aside_when_another_delivery_took_the_step(sent, monkeypatch):
     """Between claim and record another delivery took the step over: ours records nothing."""
-    from orders.models import SagaStep
     from orders.saga import steps
     from payments.models import Payment
 
@@ -192,7 +190,6 @@ def test_a_local_step_that_fails_is_rolled_back_then_recorded_as_failed(sent):
 
 def test_sagas_run_on_prepared_statements(sent):
     """PostgreSQL parses and plans the saga's statements once per connection.
-
     The default settings (``DATABASE_PREPARED_STATEMENTS``: server-side binding, prepare threshold 5).
     """
     from django.db import connection
@@ -219,12 +216,6 @@ def test_sagas_run_on_prepared_statements(sent):
 )
 def test_what_the_claim_does_not_take_the_engine_decides(settings, sent, case, saga_status, order_status):
     """The one-statement claim takes only a step that may run now; the engine decides the rest from what it read."""
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from orders.models import SagaStep
-
     order = place_order(products=[ProductFactory(on_hand=5)])
     _advance(order, STEPS[:1])
     saga = order.saga
@@ -273,12 +264,6 @@ def test_the_first_claim_starts_the_saga(sent):
 def test_a_duplicate_of_a_step_running_elsewhere_decides_nothing(settings, sent, case):
     """Found in review: a duplicate message must be dropped before it may compensate or fail the saga
     (the delivery that runs the step decides when it records)."""
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from orders.models import SagaStep
-
     order = place_order(products=[ProductFactory(on_hand=5)])
     _advance(order, STEPS[:1])
     assert _claim(order, name="process_payment", task_id="a").taken  # "a" is charging the card
@@ -335,3 +320,16 @@ def test_the_record_of_a_success_refuses_to_run_inside_a_callers_transaction(sen
     order = place_order(products=[ProductFactory(on_hand=5)])
     with pytest.raises(RuntimeError), transaction.atomic():
         engine.run_forward(order.saga.pk, "reserve_inventory", task_id="t")
+
+
+def test_a_redelivered_step_does_not_cut_short_the_next_steps_retry_wait(sent):
+    """The next step failed once and waits for its retry: a redelivery of the step before it stops there."""
+    order = place_order(products=[ProductFactory(on_hand=5)])
+    _advance(order, ["reserve_inventory"])
+    SagaStep.objects.filter(saga=order.saga, name="process_payment").update(
+        status=StepStatus.PENDING, attempts=1, next_attempt_at=timezone.now() + timedelta(seconds=30)
+    )
+    assert engine.run_forward(order.saga.pk, "reserve_inventory", task_id="t2") == engine.STOP
+    # The crash case it is there for: the next step never started, so the chain is sent on.
+    SagaStep.objects.filter(saga=order.saga, name="process_payment").update(attempts=0, next_attempt_at=None)
+    assert engine.run_forward(order.saga.pk, "reserve_inventory", task_id="t3") == engine.CONTINUE
