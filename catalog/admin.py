@@ -6,7 +6,7 @@ from django.utils import timezone
 from orders.admin_links import OrderLinkMixin
 from orders.services import HoldStillNeeded, reservation_release_by_staff
 
-from .models import Product, Reservation, ReservationLine, StockLevel
+from .models import Product, Reservation, ReservationLine, ReservationStatus, StockLevel
 
 
 class StockLevelInline(admin.StackedInline):
@@ -72,9 +72,11 @@ class ReservationStateFilter(admin.SimpleListFilter):
         now = timezone.now()
         value = self.value()
         if value == "expiring":
-            return queryset.filter(status="active", expires_at__gt=now, expires_at__lte=now + timedelta(minutes=5))
+            return queryset.filter(
+                status=ReservationStatus.ACTIVE, expires_at__gt=now, expires_at__lte=now + timedelta(minutes=5)
+            )
         if value == "overdue":
-            return queryset.filter(status="active", expires_at__lte=now)
+            return queryset.filter(status=ReservationStatus.ACTIVE, expires_at__lte=now)
         if value in ("active", "expired", "released", "committed"):
             return queryset.filter(status=value)
         return queryset

@@ -40,9 +40,9 @@ def order_email_context(order, **extra):
 
 # Order events that tell the customer something: (template, idempotency key suffix).
 ORDER_EVENTS = {
-    "cancelled": "order_cancelled",
-    "shipped": "order_shipped",
-    "delivered": "order_delivered",
+    OrderStatus.CANCELLED: "order_cancelled",
+    OrderStatus.SHIPPED: "order_shipped",
+    OrderStatus.DELIVERED: "order_delivered",
 }
 
 

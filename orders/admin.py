@@ -19,7 +19,7 @@ from audit.selectors import audit_trail
 from shipping.models import Shipment
 
 from .admin_links import order_admin_link
-from .models import FailedSaga, Order, OrderLine, OrderStatus, SagaRun, SagaStatus, SagaStep
+from .models import FailedSaga, Order, OrderLine, OrderStatus, SagaRun, SagaStatus, SagaStep, StepKind, StepStatus
 from .saga.recovery import SagaActionError, saga_compensate, saga_resolve, saga_retry
 from .selectors import order_actions
 from .services import OrderActionRefused, order_cancel, order_deliver, order_ship
@@ -180,7 +180,9 @@ class OrderAdmin(admin.ModelAdmin):
             "order": order,
             "actions": order_actions(order, request.user),
             "saga": saga,
-            "saga_steps": sorted(saga.steps.all(), key=lambda s: (s.kind != "forward", s.position)) if saga else [],
+            "saga_steps": sorted(saga.steps.all(), key=lambda s: (s.kind != StepKind.FORWARD, s.position))
+            if saga
+            else [],
             "reservation": getattr(order, "reservation", None),
             "payments": order.payments.prefetch_related("refunds"),
             "shipments": order.shipments.all(),
@@ -326,7 +328,7 @@ class FailedSagaAdmin(SagaActionsMixin, admin.ModelAdmin):
 
     @admin.display(description="failing step")
     def failing_step(self, saga):
-        failed = [s for s in saga.steps.all() if s.status == "failed"]
+        failed = [s for s in saga.steps.all() if s.status == StepStatus.FAILED]
         return ", ".join(f"{s.name} ({s.kind})" for s in failed) or "—"
 
     @admin.display(description="error")

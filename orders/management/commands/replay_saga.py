@@ -4,7 +4,7 @@ import uuid
 from django.core.management.base import BaseCommand, CommandError
 
 from audit.context import acting_as
-from orders.models import SagaRun
+from orders.models import SagaRun, StepKind, StepStatus
 from orders.saga.recovery import SagaActionError, saga_retry
 
 
@@ -33,8 +33,8 @@ class Command(BaseCommand):
         saga = SagaRun.objects.filter(**lookup).first()
         if saga is None:
             raise CommandError(f"No saga found for {target}.")
-        forward = list(saga.steps.filter(kind="forward").order_by("position").values_list("name", "status"))
-        next_step = next((name for name, status in forward if status != "succeeded"), None)
+        forward = list(saga.steps.filter(kind=StepKind.FORWARD).order_by("position").values_list("name", "status"))
+        next_step = next((name for name, status in forward if status != StepStatus.SUCCEEDED), None)
         if from_step is not None:
             names = [name for name, _ in forward]
             if from_step not in names:
