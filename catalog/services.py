@@ -103,44 +103,41 @@ def _reserve_sql():
     reservation yet. The writes touch different tables, and each reads only what the
     snapshot and the locks already show, so the order PostgreSQL runs them in does not matter.
     """
-    qn = connection.ops.quote_name
-    res, line, level, product = Reservation._meta, ReservationLine._meta, StockLevel._meta, Product._meta
-
-    def c(meta, name):
-        return qn(meta.get_field(name).column)
+    t, c = sql.table, sql.column
+    res, line, level, product = Reservation, ReservationLine, StockLevel, Product
 
     return f"""
 WITH wanted AS (
   SELECT * FROM unnest(%(product_ids)s::bigint[], %(quantities)s::integer[]) AS w(product_id, quantity)
 ), existing AS (
-  SELECT {c(res, "id")} AS id FROM {qn(res.db_table)} WHERE {c(res, "order")} = %(order_id)s
+  SELECT {c(res, "id")} AS id FROM {t(res)} WHERE {c(res, "order")} = %(order_id)s
 ), stock AS (
   SELECT s.{c(level, "product")} AS product_id,
          s.{c(level, "on_hand")} - s.{c(level, "reserved")} >= w.quantity AS enough
-  FROM {qn(level.db_table)} s JOIN wanted w ON w.product_id = s.{c(level, "product")}
+  FROM {t(level)} s JOIN wanted w ON w.product_id = s.{c(level, "product")}
   WHERE NOT EXISTS (SELECT 1 FROM existing)
   ORDER BY s.{c(level, "product")}
   FOR UPDATE OF s
 ), short AS (
   SELECT w.product_id FROM wanted w LEFT JOIN stock USING (product_id) WHERE stock.enough IS NOT TRUE
 ), held AS (
-  UPDATE {qn(level.db_table)} s SET {c(level, "reserved")} = s.{c(level, "reserved")} + w.quantity
+  UPDATE {t(level)} s SET {c(level, "reserved")} = s.{c(level, "reserved")} + w.quantity
   FROM wanted w
   WHERE s.{c(level, "product")} = w.product_id
     AND NOT EXISTS (SELECT 1 FROM existing) AND NOT EXISTS (SELECT 1 FROM short)
 ), reservation AS (
-  INSERT INTO {qn(res.db_table)} ({c(res, "order")}, {c(res, "status")}, {c(res, "expires_at")},
+  INSERT INTO {t(res)} ({c(res, "order")}, {c(res, "status")}, {c(res, "expires_at")},
                                   {c(res, "created_at")}, {c(res, "updated_at")})
   SELECT %(order_id)s, %(status)s, %(expires_at)s, %(now)s, %(now)s
   WHERE NOT EXISTS (SELECT 1 FROM existing) AND NOT EXISTS (SELECT 1 FROM short)
   RETURNING {c(res, "id")} AS id
 ), lines AS (
-  INSERT INTO {qn(line.db_table)} ({c(line, "reservation")}, {c(line, "product")}, {c(line, "quantity")})
+  INSERT INTO {t(line)} ({c(line, "reservation")}, {c(line, "product")}, {c(line, "quantity")})
   SELECT reservation.id, wanted.product_id, wanted.quantity FROM reservation, wanted ORDER BY wanted.product_id
 )
 SELECT (SELECT id FROM existing), (SELECT id FROM reservation),
        ARRAY(SELECT p.{c(product, "sku")} FROM short
-             JOIN {qn(product.db_table)} p ON p.{c(product, "id")} = short.product_id)
+             JOIN {t(product)} p ON p.{c(product, "id")} = short.product_id)
 """
 
 
@@ -238,14 +235,9 @@ def reservation_hold(*, order, batch=None) -> None:
 
 
 def _hold_statement(order):
-    table, expires_at, updated_at, order_id, status = _columns(
-        Reservation, "expires_at", "updated_at", "order", "status"
+    text = (
+        f"UPDATE {sql.table(Reservation)} SET {sql.column(Reservation, 'expires_at')} = NULL, "
+        f"{sql.column(Reservation, 'updated_at')} = %s "
+        f"WHERE {sql.column(Reservation, 'order')} = %s AND {sql.column(Reservation, 'status')} = %s"
     )
-    text = f"UPDATE {table} SET {expires_at} = NULL, {updated_at} = %s WHERE {order_id} = %s AND {status} = %s"
     return text, [timezone.now(), order.pk, ReservationStatus.ACTIVE]
-
-
-def _columns(model, *names):
-    """The quoted table of ``model``, then the quoted column of each field in ``names``."""
-    qn, meta = connection.ops.quote_name, model._meta
-    return [qn(meta.db_table), *(qn(meta.get_field(name).column) for name in names)]

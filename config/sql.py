@@ -27,6 +27,16 @@ def _quote(connection, name):
     return connection.ops.quote_name(name)
 
 
+def table(model, using=DEFAULT_DB_ALIAS) -> str:
+    """``model``'s table, quoted: hand-written SQL names tables only through this and ``column``."""
+    return _quote(connections[using], model._meta.db_table)
+
+
+def column(model, name, using=DEFAULT_DB_ALIAS) -> str:
+    """The column of ``model``'s field ``name``, quoted."""
+    return _quote(connections[using], model._meta.get_field(name).column)
+
+
 @cache
 def _insert_plan(model, using, ignore_conflicts, returning=True):
     connection = connections[using]

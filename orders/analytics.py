@@ -38,17 +38,16 @@ def _bump_sql(model, lookup_names, delta_names, rows=1):
     counter; ``rows`` rows are written in the order given. The text is built
     once per model and field list (see ``config/sql.py`` for why).
     """
-    qn = connection.ops.quote_name
     meta = model._meta
     counters = [f for f in meta.concrete_fields if not f.primary_key and f.name not in lookup_names]
     fields = [meta.get_field(name) for name in lookup_names] + counters
-    table = qn(meta.db_table)
-    keys = ", ".join(qn(meta.get_field(name).column) for name in lookup_names)
+    table = sql.table(model)
+    keys = ", ".join(sql.column(model, name) for name in lookup_names)
     assignments = ", ".join(
-        f"{qn(column)} = {table}.{qn(column)} + excluded.{qn(column)}"
-        for column in (meta.get_field(name).column for name in delta_names)
+        f"{column} = {table}.{column} + excluded.{column}"
+        for column in (sql.column(model, name) for name in delta_names)
     )
-    columns = ", ".join(qn(f.column) for f in fields)
+    columns = ", ".join(sql.column(model, f.name) for f in fields)
     values = ", ".join([f"({', '.join(['%s'] * len(fields))})"] * rows)
     text = f"INSERT INTO {table} ({columns}) VALUES {values} ON CONFLICT ({keys}) DO UPDATE SET {assignments}"
     return text, fields
@@ -73,16 +72,14 @@ def _bump_statement(model, rows):
 @cache
 def _product_sales_sql():
     """Units and revenue of every product on an order, added to (or taken off) its sales row."""
-    qn = connection.ops.quote_name
-    sales, lines = ProductSalesStats._meta, OrderLine._meta
-    table = qn(sales.db_table)
-    product, units, revenue = (qn(sales.get_field(name).column) for name in ("product", "units", "revenue"))
+    table = sql.table(ProductSalesStats)
+    product, units, revenue = (sql.column(ProductSalesStats, name) for name in ("product", "units", "revenue"))
     line_product, quantity, line_total, order = (
-        qn(lines.get_field(name).column) for name in ("product", "quantity", "line_total", "order")
+        sql.column(OrderLine, name) for name in ("product", "quantity", "line_total", "order")
     )
     return (
         f"INSERT INTO {table} ({product}, {units}, {revenue}) "
-        f"SELECT {line_product}, %s * SUM({quantity}), %s * SUM({line_total}) FROM {qn(lines.db_table)} "
+        f"SELECT {line_product}, %s * SUM({quantity}), %s * SUM({line_total}) FROM {sql.table(OrderLine)} "
         f"WHERE {order} = %s GROUP BY {line_product} ORDER BY {line_product} "
         f"ON CONFLICT ({product}) DO UPDATE SET {units} = {table}.{units} + excluded.{units}, "
         f"{revenue} = {table}.{revenue} + excluded.{revenue}"

@@ -8,10 +8,13 @@ retry); ``GatewayError`` is transient (retry with backoff).
 import hashlib
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 
 from django.conf import settings
 from django.db import connection
 from django.utils.module_loading import import_string
+
+from config import sql
 
 
 class PaymentDeclined(Exception):
@@ -79,6 +82,8 @@ class FakeGateway(PaymentGateway):
 
     name = "fake"
     FLAKY_FAILURES = 2
+    # A row's kind; a void is a key closed before any charge with it succeeded.
+    CHARGE, REFUND, VOID = "charge", "refund", "void"
 
     def _guard(self):
         if connection.in_atomic_block:
@@ -90,40 +95,29 @@ class FakeGateway(PaymentGateway):
         ``succeed_now`` settles a first attempt that cannot fail in the same
         statement; a replay keeps whatever the first attempt stored.
         """
-        from django.utils import timezone
-
         from .models import FakeGatewayCharge
 
-        table = FakeGatewayCharge._meta.db_table
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {table} (idempotency_key, kind, token, amount, currency, reference, succeeded, attempts, "
-                "created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, 1, %s) "
-                f"ON CONFLICT (idempotency_key) DO UPDATE SET attempts = {table}.attempts + 1 "
-                "RETURNING id, attempts, succeeded, reference, amount, currency, token, kind",
-                [
-                    idempotency_key,
-                    kind,
-                    token,
-                    amount,
-                    currency,
-                    reference if succeed_now else "",
-                    succeed_now,
-                    timezone.now(),
-                ],
-            )
-            row_id, attempts, succeeded, ref, amount, currency, token, kind = cursor.fetchone()
-        return FakeGatewayCharge(
-            id=row_id,
+        attempt = FakeGatewayCharge(
             idempotency_key=idempotency_key,
             kind=kind,
             token=token,
             amount=amount,
             currency=currency,
-            reference=ref,
-            succeeded=succeeded,
-            attempts=attempts,
+            reference=reference if succeed_now else "",
+            succeeded=succeed_now,
+            attempts=1,
         )
+        insert, params = sql.insert_statement(attempt, returning=False)
+        table, column = sql.table(FakeGatewayCharge), partial(sql.column, FakeGatewayCharge)
+        returned = ("id", "attempts", "succeeded", "reference", "amount", "currency", "token", "kind")
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"{insert} ON CONFLICT ({column('idempotency_key')}) DO UPDATE SET "
+                f"{column('attempts')} = {table}.{column('attempts')} + 1 RETURNING {', '.join(map(column, returned))}",
+                params,
+            )
+            row = cursor.fetchone()
+        return FakeGatewayCharge(idempotency_key=idempotency_key, **dict(zip(returned, row, strict=True)))
 
     def _succeed(self, row, reference):
         """Settle an attempt, unless a void came first (then ``PaymentDeclined``)."""
@@ -149,7 +143,7 @@ class FakeGateway(PaymentGateway):
         reference = self._reference("ch", idempotency_key)
         row = self._record(
             idempotency_key=idempotency_key,
-            kind="charge",
+            kind=self.CHARGE,
             token=token,
             amount=amount,
             currency=currency,
@@ -171,27 +165,24 @@ class FakeGateway(PaymentGateway):
         self._guard()
         from .models import FakeGatewayCharge
 
-        row = FakeGatewayCharge.objects.filter(idempotency_key=idempotency_key, kind="charge", succeeded=True).first()
+        charges = FakeGatewayCharge.objects.filter(idempotency_key=idempotency_key, kind=self.CHARGE, succeeded=True)
+        row = charges.first()
         return ChargeResult(row.reference, row.amount, row.currency) if row else None
-
-    VOID = "void"  # the kind of a key closed before any charge with it succeeded
 
     def void(self, *, idempotency_key):
         """One statement closes the key: a new row of kind ``void``, or an unsettled charge attempt
         turned into one (the row lock orders it against ``_succeed``); a settled charge stays."""
         self._guard()
-        from django.utils import timezone
-
         from .models import FakeGatewayCharge
 
-        table = FakeGatewayCharge._meta.db_table
+        void = FakeGatewayCharge(idempotency_key=idempotency_key, kind=self.VOID, amount=0, currency="")
+        insert, params = sql.insert_statement(void, returning=False)
+        table, column = sql.table(FakeGatewayCharge), partial(sql.column, FakeGatewayCharge)
         with connection.cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO {table} (idempotency_key, kind, token, amount, currency, reference, succeeded, attempts, "
-                "created_at) VALUES (%s, %s, '', 0, '', '', false, 0, %s) "
-                f"ON CONFLICT (idempotency_key) DO UPDATE SET kind = EXCLUDED.kind "
-                f"WHERE {table}.kind = 'charge' AND NOT {table}.succeeded",
-                [idempotency_key, self.VOID, timezone.now()],
+                f"{insert} ON CONFLICT ({column('idempotency_key')}) DO UPDATE SET {column('kind')} = "
+                f"EXCLUDED.{column('kind')} WHERE {table}.{column('kind')} = %s AND NOT {table}.{column('succeeded')}",
+                [*params, self.CHARGE],
             )
         return self.find_charge(idempotency_key=idempotency_key)
 
@@ -204,14 +195,14 @@ class FakeGateway(PaymentGateway):
         self._guard()
         from .models import FakeGatewayCharge
 
-        charge = FakeGatewayCharge.objects.filter(reference=charge_reference, kind="charge", succeeded=True).first()
+        charge = FakeGatewayCharge.objects.filter(reference=charge_reference, kind=self.CHARGE, succeeded=True).first()
         if charge is None:
             raise PaymentDeclined("no_such_charge", f"No charge {charge_reference}.")
         reference = self._reference("re", idempotency_key)
         fails = charge.token == "tok_refund_fails"
         row = self._record(
             idempotency_key=idempotency_key,
-            kind="refund",
+            kind=self.REFUND,
             token=charge.token,
             amount=amount,
             currency=currency,

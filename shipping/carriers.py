@@ -5,11 +5,13 @@ Every call carries an idempotency key: the same key books one parcel.
 """
 
 import hashlib
+from functools import partial
 
 from django.conf import settings
 from django.db import connection
-from django.utils import timezone
 from django.utils.module_loading import import_string
+
+from config import sql
 
 
 class AddressRejected(Exception):
@@ -68,14 +70,20 @@ class FakeCarrier(Carrier):
         Returns (attempts, succeeded, tracking number, cancelled)."""
         from .models import FakeCarrierBooking
 
-        table = FakeCarrierBooking._meta.db_table
+        attempt = FakeCarrierBooking(
+            idempotency_key=idempotency_key,
+            tracking_number=tracking_number or "",
+            succeeded=bool(tracking_number),
+            attempts=1,
+        )
+        insert, params = sql.insert_statement(attempt, returning=False)
+        table, column = sql.table(FakeCarrierBooking), partial(sql.column, FakeCarrierBooking)
+        returned = ("attempts", "succeeded", "tracking_number", "cancelled")
         with connection.cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO {table} (idempotency_key, tracking_number, cancelled, succeeded, attempts, created_at) "
-                "VALUES (%s, %s, false, %s, 1, %s) "
-                f"ON CONFLICT (idempotency_key) DO UPDATE SET attempts = {table}.attempts + 1 "
-                "RETURNING attempts, succeeded, tracking_number, cancelled",
-                [idempotency_key, tracking_number or "", bool(tracking_number), timezone.now()],
+                f"{insert} ON CONFLICT ({column('idempotency_key')}) DO UPDATE SET "
+                f"{column('attempts')} = {table}.{column('attempts')} + 1 RETURNING {', '.join(map(column, returned))}",
+                params,
             )
             return cursor.fetchone()
 
@@ -111,12 +119,12 @@ class FakeCarrier(Carrier):
         from .models import FakeCarrierBooking
 
         self._guard()
-        table = FakeCarrierBooking._meta.db_table
+        cancelled = FakeCarrierBooking(idempotency_key=idempotency_key, cancelled=True)
+        insert, params = sql.insert_statement(cancelled, returning=False)
+        column = partial(sql.column, FakeCarrierBooking)
         with connection.cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO {table} (idempotency_key, tracking_number, cancelled, succeeded, attempts, created_at) "
-                "VALUES (%s, '', true, false, 0, %s) ON CONFLICT (idempotency_key) DO UPDATE SET cancelled = true",
-                [idempotency_key, timezone.now()],
+                f"{insert} ON CONFLICT ({column('idempotency_key')}) DO UPDATE SET {column('cancelled')} = true", params
             )
 
     def books(self):

@@ -14,22 +14,15 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection
 from psycopg.types.json import Jsonb
 
+from config.sql import column as _col
+from config.sql import table as _table
 from orders.models import Order, OrderLine, SagaRun, SagaStatus, SagaStep, StepKind, StepStatus
-
-
-def _table(model):
-    return connection.ops.quote_name(model._meta.db_table)
-
-
-def _col(model, name, alias=None):
-    column = connection.ops.quote_name(model._meta.get_field(name).column)
-    return f"{alias}.{column}" if alias else column
 
 
 def _select_list(model, alias):
     """(attnames, select list) of ``model``'s concrete fields, each named ``<alias><n>``: unique in one row."""
     fields = model._meta.concrete_fields
-    select = ", ".join(f'{alias}."{f.column}" AS "{alias}{i}"' for i, f in enumerate(fields))
+    select = ", ".join(f'{alias}.{connection.ops.quote_name(f.column)} AS "{alias}{i}"' for i, f in enumerate(fields))
     return [f.attname for f in fields], select
 
 
