@@ -333,3 +333,39 @@ def test_a_redelivered_step_does_not_cut_short_the_next_steps_retry_wait(sent):
     # The crash case it is there for: the next step never started, so the chain is sent on.
     SagaStep.objects.filter(saga=order.saga, name="process_payment").update(attempts=0, next_attempt_at=None)
     assert engine.run_forward(order.saga.pk, "reserve_inventory", task_id="t3") == engine.CONTINUE
+
+
+def test_a_booking_answered_after_a_cancel_leaves_no_live_shipment(sent, monkeypatch):
+    """The customer cancels while the carrier books the parcel: the late booking is recorded on the
+    step only, the compensations cancel it at the carrier by key, and no ``created`` shipment is left."""
+    from orders.invariants import check_invariants
+    from orders.saga import steps
+    from shipping.carriers import get_carrier
+    from shipping.models import Shipment
+
+    order = place_order(products=[ProductFactory(on_hand=5)])
+    saga = order.saga
+    _advance(order, STEPS[:2])
+    real_book = steps.shipment_book
+
+    def book_then_cancel(**kwargs):
+        tracking_number = real_book(**kwargs)
+        assert order_cancel(order=order).status == "paid"  # the step is in flight: only flagged
+        return tracking_number
+
+    monkeypatch.setattr(steps, "shipment_book", book_then_cancel)
+    assert engine.run_forward(saga.pk, "create_shipment", task_id="t") == engine.STOP
+    step = SagaStep.objects.get(saga=saga, name="create_shipment")
+    assert step.status == "succeeded" and step.result["tracking_number"]
+    assert not Shipment.objects.filter(order=order).exists()  # the late answer is kept on the step only
+
+    compensations = sent[-1]
+    assert compensations == ["send_cancellation", "cancel_shipment", "refund_payment", "release_inventory"]
+    for name in compensations:
+        assert engine.run_compensation(saga.pk, name, task_id="c") == engine.CONTINUE
+
+    order.refresh_from_db()
+    assert order.status == "cancelled"
+    assert not Shipment.objects.filter(order=order).exclude(status="cancelled").exists()
+    assert (f"{order.public_id}:create_shipment", True) in get_carrier().books()  # cancelled by key
+    assert check_invariants() == []
