@@ -194,13 +194,19 @@ def reservation_renew(*, order, lines, paid=False) -> Reservation:
     """Hold the stock of ``order`` again after its hold ended: all or nothing, by ``stock_reserve``'s rule.
 
     For a saga that resumes after waiting for an operator: its hold may have
-    expired, been released or deleted meanwhile. An active (or committed)
-    reservation is returned as it is; an ended one is replaced by a new one.
-    Raises ``OutOfStock`` and changes nothing when the stock is gone. ``paid``:
-    the new hold does not expire (see ``reservation_hold``).
+    expired, been released or deleted meanwhile. A committed reservation is
+    returned as it is; an active one gets a fresh expiry (it may have run out
+    without the beat having expired it yet, which would undo the retry at the
+    next tick); an ended one is replaced by a new one. Raises ``OutOfStock``
+    and changes nothing when the stock is gone. ``paid``: the hold does not
+    expire (see ``reservation_hold``).
     """
     current = Reservation.objects.select_for_update().filter(order=order).first()
-    if current is not None and current.status in (ReservationStatus.ACTIVE, ReservationStatus.COMMITTED):
+    if current is not None and current.status == ReservationStatus.COMMITTED:
+        return current
+    if current is not None and current.status == ReservationStatus.ACTIVE:
+        current.expires_at = None if paid else timezone.now() + timedelta(seconds=settings.RESERVATION_TTL_SECONDS)
+        current.save(update_fields=["expires_at", "updated_at"])
         return current
     if current is not None:
         current.delete()  # its transitions stay in the audit trail; the order has one reservation

@@ -241,6 +241,23 @@ def test_a_retried_saga_holds_its_stock_again_before_it_goes_on(product, sent, h
     assert_invariants()
 
 
+def test_a_retried_saga_whose_hold_ran_out_before_the_beat_expired_it_gets_a_fresh_hold(product, sent):
+    """The hold is still active but past ``expires_at`` (the beat has not run yet): the retry renews it,
+    so the next beat tick does not undo the operator's retry."""
+    order = place_order(products=[product], quantity=3)
+    saga = fail_at_payment(order)
+    Reservation.objects.filter(order=order).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    assert saga_retry(saga.pk) == "retrying from process_payment"
+
+    reservation = Reservation.objects.get(order=order)
+    assert reservation.status == "active" and reservation.expires_at > timezone.now()
+    assert expire_reservations() == {"compensating": 0, "expired": 0, "skipped": 0}
+    assert stock(product) == (10, 3)
+    assert advance(order, STEPS[1:]).status == "confirmed"
+    assert_invariants()
+
+
 def test_a_paid_order_retried_after_its_hold_was_released_holds_the_stock_until_it_ships(product, sent):
     order = place_order(products=[product], quantity=3)
     saga = fail_at_payment(order, "create_shipment")  # paid: its hold does not expire
