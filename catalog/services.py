@@ -161,6 +161,16 @@ def reservation_release(*, reservation) -> bool:
     return True
 
 
+def reservation_still_overdue(*, reservation) -> bool:
+    """Lock ``reservation`` and say whether it is still an active hold past its expiry.
+
+    For a job that found it overdue earlier: a renewal or a payment (no expiry
+    any more) may have committed since. Call inside the caller's transaction.
+    """
+    current = Reservation.objects.select_for_update().filter(pk=reservation.pk).first()
+    return current is not None and current.status == ReservationStatus.ACTIVE and current.is_past_expiry()
+
+
 @transaction.atomic
 def reservation_expire(*, reservation) -> bool:
     """Give the held units back because the hold ran out (see ``Reservation.expire``)."""

@@ -260,18 +260,20 @@ def _close_outside(order):
     return charge_key, charge
 
 
-def expire_reservations(*, now=None, limit=500) -> dict:
+def expire_reservations(*, limit=500) -> dict:
     """The beat job: unpaid holds past ``expires_at`` end.
 
     A saga still working on the order is compensated (its release_inventory
     gives the stock back); otherwise the reservation simply expires. The saga row
     is locked while deciding, so an operator's retry or compensation of the same
-    saga goes first or after, never in between. A failed saga's hold expires too:
-    retrying that saga holds the stock again (``saga_retry``).
+    saga goes first or after, never in between; under that lock the hold is read
+    again, so one renewed (a retry) or kept (a payment) since this job listed it
+    is left alone. A failed saga's hold expires too: retrying that saga holds the
+    stock again (``saga_retry``).
     """
     from catalog.models import Reservation, ReservationStatus
 
-    now = now or timezone.now()
+    now = timezone.now()
     counts = {"compensating": 0, "expired": 0, "skipped": 0}
     overdue = Reservation.objects.filter(status=ReservationStatus.ACTIVE, expires_at__lte=now).select_related(
         "order__saga"
@@ -282,11 +284,13 @@ def expire_reservations(*, now=None, limit=500) -> dict:
 
 
 def _expire_one(reservation) -> str:
-    from catalog.services import reservation_expire
+    from catalog.services import reservation_expire, reservation_still_overdue
 
     saga = getattr(reservation.order, "saga", None)
     with transaction.atomic():
         saga = engine.lock_saga(saga.pk) if saga is not None else None
+        if not reservation_still_overdue(reservation=reservation):
+            return "skipped"  # renewed by a retry, or kept by a payment, since the job read it
         if saga is not None and saga.status in (SagaStatus.PENDING, SagaStatus.RUNNING):
             try:
                 saga_compensate(saga.pk, reason="We could not complete your order in time.")

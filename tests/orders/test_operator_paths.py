@@ -258,6 +258,48 @@ def test_a_retried_saga_whose_hold_ran_out_before_the_beat_expired_it_gets_a_fre
     assert_invariants()
 
 
+def beat_reads_then(monkeypatch, action):
+    """The beat has read its overdue holds; ``action`` commits (in its own thread) before it locks the saga."""
+    from orders.saga import recovery
+
+    lock_saga = engine.lock_saga
+
+    def act_then_lock(*args, **kwargs):
+        monkeypatch.setattr(recovery.engine, "lock_saga", lock_saga)  # once, and not for ``action``
+        outcome = run_together(action, holding=threading.Event())[0]
+        assert not isinstance(outcome, Exception), outcome
+        return lock_saga(*args, **kwargs)
+
+    monkeypatch.setattr(recovery.engine, "lock_saga", act_then_lock)
+
+
+def test_the_beat_leaves_a_hold_the_operator_renewed_after_it_read_it_as_overdue(product, sent, monkeypatch):
+    order = place_order(products=[product], quantity=3)
+    saga = fail_at_payment(order)
+    Reservation.objects.filter(order=order).update(expires_at=timezone.now() - timedelta(seconds=1))
+    beat_reads_then(monkeypatch, lambda: saga_retry(saga.pk))
+
+    assert expire_reservations() == {"compensating": 0, "expired": 0, "skipped": 1}
+
+    order.refresh_from_db()
+    assert order.status == "reserved" and Reservation.objects.get(order=order).status == "active"
+    assert advance(order, STEPS[1:]).status == "confirmed"
+    assert_invariants()
+
+
+def test_the_beat_leaves_a_hold_the_payment_kept_after_it_read_it_as_overdue(product, sent, monkeypatch):
+    order = advance(place_order(products=[product], quantity=3), STEPS[:1])
+    Reservation.objects.filter(order=order).update(expires_at=timezone.now() - timedelta(seconds=1))
+    beat_reads_then(monkeypatch, lambda: advance(order, STEPS[1:2]))
+
+    assert expire_reservations() == {"compensating": 0, "expired": 0, "skipped": 1}
+
+    order.refresh_from_db()
+    assert order.status == "paid" and Reservation.objects.get(order=order).expires_at is None
+    assert advance(order, STEPS[2:]).status == "confirmed"
+    assert_invariants()
+
+
 def test_a_paid_order_retried_after_its_hold_was_released_holds_the_stock_until_it_ships(product, sent):
     order = place_order(products=[product], quantity=3)
     saga = fail_at_payment(order, "create_shipment")  # paid: its hold does not expire
